@@ -1,0 +1,82 @@
+"""The one boundary where driver errors become ``lifecycle.errors``.
+
+Matched by SQLSTATE and constraint name (stable thanks to the naming convention), never by message
+text. The driver's message is not copied into ours: it can quote parameter values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import sqlalchemy.exc
+
+from lifecycle import errors
+
+# Constraint name -> (error class, message).
+_CONSTRAINTS: dict[str, tuple[type[errors.LifecycleError], str]] = {
+    "ck_jobs_status": (errors.InvalidInput, "unknown job status"),
+    "ck_job_events_from_status": (errors.InvalidInput, "unknown job status in event"),
+    "ck_job_events_to_status": (errors.InvalidInput, "unknown job status in event"),
+    "ck_jobs_attempts": (errors.InvalidInput, "attempts must not be negative"),
+    "ck_jobs_version": (errors.InvalidInput, "version must be positive"),
+    "ck_jobs_lease": (errors.InvalidInput, "only a processing job holds a lease"),
+    "uq_api_keys_key_id": (errors.InvalidInput, "an API key with this key id exists"),
+    "fk_jobs_api_key_id_api_keys": (errors.InvalidInput, "unknown API key"),
+}
+
+_UNAVAILABLE_CLASSES = ("08", "28", "53", "57P", "3D")
+_TIMEOUTS = ("57014", "55P03")
+
+
+def _sqlstate(orig: BaseException | None) -> str | None:
+    return getattr(orig, "sqlstate", None) if orig is not None else None
+
+
+def _constraint(orig: BaseException | None) -> str | None:
+    diag = getattr(orig, "diag", None)
+    return getattr(diag, "constraint_name", None) if diag is not None else None
+
+
+def translate(exc: BaseException, **context: Any) -> BaseException:
+    """The ``LifecycleError`` for a driver error, or ``exc`` itself when it is not one."""
+    if isinstance(exc, errors.LifecycleError):
+        return exc
+    orig: BaseException | None
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        orig = exc.orig
+    elif isinstance(exc, psycopg.Error):
+        orig = exc
+    else:
+        return exc
+    state = _sqlstate(orig)
+    constraint = _constraint(orig)
+    job_id = context.get("job_id")
+
+    if constraint == "ck_jobs_status_transition":
+        return errors.InvalidTransition("status change rejected by the database", job_id=job_id)
+    if constraint == "fk_job_events_job_id_jobs":
+        return errors.JobNotFound(job_id or "?", "event for a job that does not exist")
+    if constraint in _CONSTRAINTS:
+        cls, message = _CONSTRAINTS[constraint]
+        if cls is errors.InvalidInput:
+            return errors.InvalidInput(message, constraint=constraint)
+        return cls(message)
+    if state in _TIMEOUTS:
+        return errors.QueryTimeout("statement or lock timeout", sqlstate=state)
+    if state == "22P02":
+        return errors.InvalidInput("malformed value (for example an invalid UUID)", sqlstate=state)
+    if state is not None and state.startswith("22"):
+        return errors.InvalidInput("value rejected by the database", sqlstate=state)
+    if state is not None and state.startswith("23"):
+        return errors.InvalidInput("constraint violated", sqlstate=state, constraint=constraint)
+    if state == "40001" or state == "40P01":
+        return errors.VersionConflict(job_id or "?", message="serialization failure; retry")
+    if (
+        isinstance(orig, psycopg.OperationalError)
+        and (state is None or state.startswith(_UNAVAILABLE_CLASSES))
+    ) or (state is not None and state.startswith(_UNAVAILABLE_CLASSES)):
+        return errors.DatabaseUnavailable(sqlstate=state)
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return errors.DatabaseUnavailable("the database connection was lost", sqlstate=state)
+    return errors.LifecycleError("database error", sqlstate=state)

@@ -1,0 +1,146 @@
+"""The project's exceptions.
+
+Each class's docstring is its default message; context lives in attributes. Messages never carry a
+secret (passwords, keys, tokens): callers pass identifiers (job ids, bucket names, statuses) only,
+and the data layer translates driver errors at one boundary (``lifecycle.db.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+
+class LifecycleError(Exception):
+    """A lifecycle operation failed."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.message = message or (self.__doc__ or type(self).__name__).strip()
+        self.context = context
+        for name, value in context.items():
+            setattr(self, name, value)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        details = ", ".join(f"{k}={v}" for k, v in self.context.items() if v is not None)
+        return f"{self.message} ({details})" if details else self.message
+
+
+class JobNotFound(LifecycleError):
+    """Job not found."""
+
+    job_id: UUID | str
+
+    def __init__(self, job_id: UUID | str, message: str | None = None) -> None:
+        super().__init__(message, job_id=job_id)
+
+
+class InvalidTransition(LifecycleError):
+    """Status change not allowed."""
+
+    job_id: UUID | str | None
+    from_status: str | None
+    to_status: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        job_id: UUID | str | None = None,
+        from_status: str | None = None,
+        to_status: str | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, from_status=from_status, to_status=to_status)
+
+
+class VersionConflict(LifecycleError):
+    """The job changed since it was read (optimistic concurrency)."""
+
+    job_id: UUID | str
+    expected_version: int | None
+    actual_version: int | None
+
+    def __init__(
+        self,
+        job_id: UUID | str,
+        *,
+        expected_version: int | None = None,
+        actual_version: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            job_id=job_id,
+            expected_version=expected_version,
+            actual_version=actual_version,
+        )
+
+
+class InvalidInput(LifecycleError):
+    """Invalid input."""
+
+    field: str | None
+
+    def __init__(self, message: str | None = None, *, field: str | None = None, **context: Any) -> None:
+        super().__init__(message, field=field, **context)
+
+
+class StorageError(LifecycleError):
+    """A storage request failed."""
+
+    bucket: str | None
+    path: str | None
+    status: str | None
+    code: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        bucket: str | None = None,
+        path: str | None = None,
+        status: str | int | None = None,
+        code: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            operation=operation,
+            bucket=bucket,
+            path=path,
+            status=None if status is None else str(status),
+            code=code,
+        )
+
+
+class DatabaseUnavailable(LifecycleError):
+    """The database could not be reached or refused the connection."""
+
+    sqlstate: str | None
+
+    def __init__(self, message: str | None = None, *, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+
+
+class ConfigurationError(LifecycleError):
+    """Invalid configuration."""
+
+    variable: str | None
+
+    def __init__(self, message: str | None = None, *, variable: str | None = None) -> None:
+        super().__init__(message, variable=variable)
+
+
+class RetentionError(LifecycleError):
+    """Retention cleanup could not proceed."""
+
+
+class QueryTimeout(LifecycleError):
+    """A statement or lock timeout cancelled the work (it was rolled back)."""
+
+    sqlstate: str | None
+
+    def __init__(self, message: str | None = None, *, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate=sqlstate)
