@@ -67,3 +67,21 @@ class EmbeddedPostgres:
         server, self._server = self._server, None
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
+
+
+def default_home() -> Path:
+    """Where the embedded stack keeps its data: ``$LIFECYCLE_HOME`` or ``./.lifecycle``."""
+    from lifecycle.settings import Settings
+
+    return Settings.load().lifecycle_home
+
+
+_embedded: EmbeddedPostgres | None = None
+
+
+def embedded_database_url(home: Path, database: str = APP_DATABASE) -> str:
+    """Start (or join) the embedded server under ``home`` and return the URL of ``database``."""
+    global _embedded
+    if _embedded is None:
+        _embedded = EmbeddedPostgres(home).start()
+    return _embedded.ensure_database(database)
