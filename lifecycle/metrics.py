@@ -21,6 +21,8 @@ class Metrics:
     registry: CollectorRegistry
     repo_operation_seconds: Histogram
     repo_errors_total: Counter
+    storage_request_seconds: Histogram
+    retention_deleted_total: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -37,6 +39,18 @@ class Metrics:
                 "lifecycle_repo_errors_total",
                 "Repository operations that raised, by error class",
                 ["repo", "operation", "error"],
+                registry=registry,
+            ),
+            storage_request_seconds=Histogram(
+                "lifecycle_storage_request_seconds",
+                "Duration of Storage API requests",
+                ["operation", "outcome"],
+                registry=registry,
+            ),
+            retention_deleted_total=Counter(
+                "lifecycle_retention_deleted_total",
+                "What retention cleanup deleted, by kind (jobs, events, objects)",
+                ["kind"],
                 registry=registry,
             ),
         )
@@ -67,3 +81,24 @@ def timed(repo: str, operation: str) -> Iterator[None]:
         raise
     finally:
         m.repo_operation_seconds.labels(repo, operation, outcome).observe(time.perf_counter() - start)
+
+
+@contextmanager
+def storage_timed(operation: str) -> Iterator[None]:
+    """Observe the duration and outcome of one Storage API request."""
+    m = metrics()
+    start = time.perf_counter()
+    outcome = "ok"
+    try:
+        yield
+    except BaseException:
+        outcome = "error"
+        raise
+    finally:
+        m.storage_request_seconds.labels(operation, outcome).observe(time.perf_counter() - start)
+
+
+def count_deleted(kind: str, amount: int) -> None:
+    """Add ``amount`` to ``lifecycle_retention_deleted_total{kind}`` (jobs, events, objects)."""
+    if amount:
+        metrics().retention_deleted_total.labels(kind).inc(amount)
