@@ -71,8 +71,8 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_api_keys"),
-        sa.UniqueConstraint("key_id", name="uq_api_keys_key_id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("key_id", name=op.f("uq_api_keys_key_id")),
     )
     op.create_table(
         "jobs",
@@ -90,18 +90,18 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(f"status IN ({_STATUSES})", name="ck_jobs_status"),
-        sa.CheckConstraint("attempts >= 0", name="ck_jobs_attempts"),
-        sa.CheckConstraint("version >= 1", name="ck_jobs_version"),
-        sa.CheckConstraint("status = 'processing' OR lease_expires_at IS NULL", name="ck_jobs_lease"),
+        sa.CheckConstraint(f"status IN ({_STATUSES})", name=op.f("ck_jobs_status")),
+        sa.CheckConstraint("attempts >= 0", name=op.f("ck_jobs_attempts")),
+        sa.CheckConstraint("version >= 1", name=op.f("ck_jobs_version")),
+        sa.CheckConstraint("status = 'processing' OR lease_expires_at IS NULL", name=op.f("ck_jobs_lease")),
         sa.ForeignKeyConstraint(
-            ["api_key_id"], ["api_keys.id"], name="fk_jobs_api_key_id_api_keys", ondelete="SET NULL"
+            ["api_key_id"], ["api_keys.id"], name=op.f("fk_jobs_api_key_id_api_keys"), ondelete="SET NULL"
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_jobs"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
-    op.create_index("idx_jobs_status_created_at", "jobs", ["status", "created_at", "id"])
-    op.create_index("idx_jobs_expires_at", "jobs", ["expires_at"])
-    op.create_index("idx_jobs_api_key_id", "jobs", ["api_key_id"])
+    op.create_index(op.f("idx_jobs_status_created_at"), "jobs", ["status", "created_at", "id"])
+    op.create_index(op.f("idx_jobs_expires_at"), "jobs", ["expires_at"])
+    op.create_index(op.f("idx_jobs_api_key_id"), "jobs", ["api_key_id"])
     op.create_table(
         "job_events",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -113,17 +113,17 @@ def upgrade() -> None:
         sa.Column("data", pg.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
         sa.Column("run_id", sa.Text(), nullable=True),
         sa.CheckConstraint(
-            f"from_status IS NULL OR from_status IN ({_STATUSES})", name="ck_job_events_from_status"
+            f"from_status IS NULL OR from_status IN ({_STATUSES})", name=op.f("ck_job_events_from_status")
         ),
         sa.CheckConstraint(
-            f"to_status IS NULL OR to_status IN ({_STATUSES})", name="ck_job_events_to_status"
+            f"to_status IS NULL OR to_status IN ({_STATUSES})", name=op.f("ck_job_events_to_status")
         ),
         sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name="fk_job_events_job_id_jobs", ondelete="CASCADE"
+            ["job_id"], ["jobs.id"], name=op.f("fk_job_events_job_id_jobs"), ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_job_events"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_job_events")),
     )
-    op.create_index("idx_job_events_job_id_ts", "job_events", ["job_id", "ts"])
+    op.create_index(op.f("idx_job_events_job_id_ts"), "job_events", ["job_id", "ts"])
     op.create_table(
         "storage_deletions",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -136,10 +136,10 @@ def upgrade() -> None:
         sa.Column(
             "next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_storage_deletions"),
-        sa.UniqueConstraint("object_key", name="uq_storage_deletions_object_key"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_storage_deletions")),
+        sa.UniqueConstraint("object_key", name=op.f("uq_storage_deletions_object_key")),
     )
-    op.create_index("idx_storage_deletions_next_attempt_at", "storage_deletions", ["next_attempt_at"])
+    op.create_index(op.f("idx_storage_deletions_next_attempt_at"), "storage_deletions", ["next_attempt_at"])
     op.create_table(
         "job_deletions",
         sa.Column("job_id", pg.UUID(as_uuid=True), nullable=False),
@@ -151,9 +151,9 @@ def upgrade() -> None:
         sa.Column("events_deleted", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("reason", sa.Text(), server_default="retention", nullable=False),
         sa.Column("run_id", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("job_id", name="pk_job_deletions"),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_job_deletions")),
     )
-    op.create_index("idx_job_deletions_deleted_at", "job_deletions", ["deleted_at"])
+    op.create_index(op.f("idx_job_deletions_deleted_at"), "job_deletions", ["deleted_at"])
 
     op.execute(_STATUS_GUARD)
     for statement in _ENABLE_RLS:
