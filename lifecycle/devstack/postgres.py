@@ -8,6 +8,7 @@ that started it exits.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,10 +32,13 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         """Start (or join) the server; idempotent."""
         if self._server is None:
-            import pgserver  # heavy: imported only when the embedded stack is wanted
-
             self.pgdata.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
+                warnings.simplefilter("ignore")
+                import pgserver  # heavy: imported only when the embedded stack is wanted
+
+                server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
             self._server = server
             self._uri = server.get_uri()
             log.info("embedded PostgreSQL is up (data in %s)", self.pgdata)
