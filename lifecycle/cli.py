@@ -124,9 +124,10 @@ def seed(n_jobs: int, expired_fraction: float, random_seed: int | None, objects:
 
 
 @main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="UI port.")
 @handle_errors
-def dev() -> None:
+def dev(port: int) -> None:
     """Start the development stack and the Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops all)."""
     from lifecycle.devstack.stack import run_dev
 
-    sys.exit(run_dev(load_settings()))
+    sys.exit(run_dev(load_settings(), port=port))
