@@ -58,6 +58,14 @@ def open_database(settings: Any) -> Any:
 @click.version_option(package_name="lifecycle")
 def main() -> None:
     """Lifecycle of media-processing jobs on Supabase: schema, cleanup, storage, Dagster."""
+    from lifecycle import logs
+
+    # Logs go to stderr as JSON lines (or console), redacted, before any command runs. Invalid
+    # settings are reported by the command itself (one redacted line), so fall back to defaults.
+    try:
+        logs.configure(load_settings())
+    except errors.LifecycleError:
+        logs.configure(None)
 
 
 @main.command()
@@ -131,3 +139,27 @@ def dev(port: int) -> None:
     from lifecycle.devstack.stack import run_dev
 
     sys.exit(run_dev(load_settings(), port=port))
+
+
+@main.command()
+@click.option(
+    "--counts/--no-counts",
+    default=True,
+    show_default=True,
+    help="First read the status gauges (jobs per status, expired backlog, outbox) from the database.",
+)
+@handle_errors
+def metrics(counts: bool) -> None:
+    """Print the metrics in the Prometheus text exposition format."""
+    from lifecycle import metrics as lifecycle_metrics
+
+    if counts:
+        from lifecycle.status_counts import status_counts
+
+        settings = load_settings()
+        db = open_database(settings)
+        try:
+            lifecycle_metrics.set_status_gauges(status_counts(db))
+        finally:
+            db.dispose()
+    click.echo(lifecycle_metrics.exposition(), nl=False)
