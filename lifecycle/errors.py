@@ -144,3 +144,19 @@ class QueryTimeout(LifecycleError):
 
     def __init__(self, message: str | None = None, *, sqlstate: str | None = None) -> None:
         super().__init__(message, sqlstate=sqlstate)
+
+
+class InvalidApiKey(LifecycleError):
+    """Invalid API key."""
+
+    # One message for every reason (malformed, unknown, wrong secret, revoked, expired): the
+    # caller learns nothing about which keys exist. The key itself is never part of it.
+
+
+class ApiKeyNotFound(LifecycleError):
+    """API key not found."""
+
+    api_key_id: UUID | str
+
+    def __init__(self, api_key_id: UUID | str, message: str | None = None) -> None:
+        super().__init__(message, api_key_id=api_key_id)

@@ -1,18 +1,253 @@
-"""ApiKeysRepo (placeholder until the repositories issue lands)."""
+"""``ApiKeysRepo``: API keys stored as bcrypt hashes, verified with a short in-process cache.
+
+A key reads ``lk_<key_id>_<secret>``: ``key_id`` (16 hex characters) is public and indexed, the
+secret (43 URL-safe characters, well under bcrypt's 72-byte limit) is only ever stored as a bcrypt
+hash of cost ``BCRYPT_ROUNDS``. ``verify`` finds the row by ``key_id`` and checks one hash; for an
+unknown ``key_id`` it checks the secret against a dummy hash of the same cost, so the time taken
+does not tell which ids exist.
+
+bcrypt at cost 12 takes a few hundred milliseconds, too slow for every request: a successful
+verification is cached in this process for ``API_KEY_CACHE_TTL_SECONDS`` (keyed by the SHA-256 of
+the plaintext, never the plaintext). ``revoke`` clears this process's entry at once; another
+process honours a revoke within the TTL.
+"""
+
+# The f-strings that build SQL here join module constants (column lists, fixed fragments) only;
+# every value is a bound parameter.
+# ruff: noqa: S608
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import builtins
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
 
+import bcrypt
 import sqlalchemy as sa
+
+from lifecycle import errors
+from lifecycle.db._common import as_uuid, check_datetime, check_text, execute, operation
+from lifecycle.records import ApiKey
 
 if TYPE_CHECKING:
     from lifecycle.settings import Settings
 
+PREFIX: Final = "lk"
+KEY_SHAPE: Final = re.compile(r"lk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+#: ``last_used_at`` is written at most once per this interval per key (not on every request).
+LAST_USED_RESOLUTION: Final = timedelta(seconds=60)
+#: Entries the verification cache holds at most (oldest dropped first).
+CACHE_MAX_ENTRIES: Final = 10_000
+
+_COLUMNS = "id, name, key_id, scopes, created_at, last_used_at, expires_at, revoked_at"
+
+_CREATE = sa.text(f"""
+INSERT INTO api_keys (name, key_id, key_hash, scopes, expires_at)
+VALUES (:name, :key_id, :key_hash, :scopes, :expires_at)
+RETURNING {_COLUMNS}
+""")
+_BY_KEY_ID = sa.text(f"SELECT {_COLUMNS}, key_hash, now() AS db_now FROM api_keys WHERE key_id = :key_id")
+_TOUCH = sa.text("""
+UPDATE api_keys SET last_used_at = now()
+WHERE id = :id AND (last_used_at IS NULL OR last_used_at < now() - CAST(:resolution AS interval))
+RETURNING last_used_at
+""")
+_REVOKE = sa.text(f"""
+UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = :id RETURNING {_COLUMNS}
+""")
+_GET = sa.text(f"SELECT {_COLUMNS} FROM api_keys WHERE id = :id")
+_LIST = sa.text(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
+_LIST_ACTIVE = sa.text(f"""
+SELECT {_COLUMNS} FROM api_keys
+WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+ORDER BY created_at, id
+""")
+
+
+def api_key_from_row(row: Any) -> ApiKey:
+    """An ``ApiKey`` (without its hash) from a row selected with the repository's column list."""
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        key_id=row.key_id,
+        scopes=tuple(row.scopes),
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class VerifyCache:
+    """Successful verifications of this process: SHA-256 of the plaintext -> (deadline, key)."""
+
+    def __init__(self, max_entries: int = CACHE_MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, ApiKey]] = {}
+
+    def get(self, digest: str) -> ApiKey | None:
+        """The cached key for ``digest`` if its entry has not run out."""
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[digest]
+                return None
+            return entry[1]
+
+    def put(self, digest: str, key: ApiKey, ttl_seconds: float) -> None:
+        """Remember ``key`` for ``ttl_seconds``."""
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                # dicts keep insertion order: drop the oldest entry.
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[digest] = (time.monotonic() + ttl_seconds, key)
+
+    def discard(self, api_key_id: UUID) -> None:
+        """Forget every entry of the key ``api_key_id`` (after a revoke)."""
+        with self._lock:
+            for digest in [d for d, (_, k) in self._entries.items() if k.id == api_key_id]:
+                del self._entries[digest]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_cache: VerifyCache | None = None
+_dummy_hashes: dict[int, bytes] = {}
+_module_lock = threading.Lock()
+
+
+def verify_cache() -> VerifyCache:
+    """The process's verification cache (created on first use)."""
+    global _cache
+    with _module_lock:
+        if _cache is None:
+            _cache = VerifyCache()
+        return _cache
+
+
+def _dummy_hash(rounds: int) -> bytes:
+    """A bcrypt hash of cost ``rounds`` that no secret matches (for unknown key ids)."""
+    with _module_lock:
+        if rounds not in _dummy_hashes:
+            _dummy_hashes[rounds] = bcrypt.hashpw(secrets.token_bytes(32), bcrypt.gensalt(rounds))
+        return _dummy_hashes[rounds]
+
+
+def _digest(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
 
 class ApiKeysRepo:
-    """API keys."""
+    """API keys: create (plaintext returned once), verify, revoke, list."""
 
     def __init__(self, connection: sa.Connection, settings: Settings) -> None:
         self.connection = connection
         self.settings = settings
+
+    def create(
+        self, name: str, scopes: Iterable[str] = (), expires_at: datetime | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key: its record and its plaintext (shown once, never stored)."""
+        with operation("api_keys", "create"):
+            check_text(name, "name", max_length=200)
+            if isinstance(scopes, str):
+                raise errors.InvalidInput("scopes must be a collection of strings", field="scopes")
+            scope_list = [check_text(s, "scopes", max_length=200) for s in scopes]
+            if expires_at is not None:
+                check_datetime(expires_at, "expires_at")
+            key_id = secrets.token_hex(8)
+            secret = secrets.token_urlsafe(32)
+            key_hash = bcrypt.hashpw(secret.encode(), bcrypt.gensalt(self.settings.bcrypt_rounds))
+            row = execute(
+                self.connection,
+                _CREATE,
+                {
+                    "name": name,
+                    "key_id": key_id,
+                    "key_hash": key_hash.decode("ascii"),
+                    "scopes": scope_list,
+                    "expires_at": expires_at,
+                },
+            ).one()
+            return api_key_from_row(row), f"{PREFIX}_{key_id}_{secret}"
+
+    def verify(self, plaintext: str) -> ApiKey:
+        """The key ``plaintext`` belongs to; ``errors.InvalidApiKey`` for any failure.
+
+        Malformed, unknown, wrong, revoked and expired keys all fail the same way, and a well-formed
+        key costs one bcrypt check whether or not its id exists.
+        """
+        with operation("api_keys", "verify"):
+            match = KEY_SHAPE.fullmatch(plaintext) if isinstance(plaintext, str) else None
+            if match is None:
+                raise errors.InvalidApiKey()
+            key_id, secret = match.group(1), match.group(2).encode()
+            ttl = self.settings.api_key_cache_ttl_seconds
+            digest = _digest(plaintext)
+            cache = verify_cache()
+            if ttl > 0:
+                cached = cache.get(digest)
+                if cached is not None and (
+                    cached.expires_at is None or cached.expires_at > datetime.now(cached.expires_at.tzinfo)
+                ):
+                    return cached
+            row = execute(self.connection, _BY_KEY_ID, {"key_id": key_id}).one_or_none()
+            if row is None:
+                bcrypt.checkpw(secret, _dummy_hash(self.settings.bcrypt_rounds))
+                raise errors.InvalidApiKey()
+            matches = bcrypt.checkpw(secret, row.key_hash.encode("ascii"))
+            expired = row.expires_at is not None and row.expires_at <= row.db_now
+            if not matches or row.revoked_at is not None or expired:
+                raise errors.InvalidApiKey()
+            key = api_key_from_row(row)
+            touched = execute(
+                self.connection, _TOUCH, {"id": key.id, "resolution": LAST_USED_RESOLUTION}
+            ).scalar_one_or_none()
+            if touched is not None:
+                key = replace(key, last_used_at=touched)
+            if ttl > 0:
+                cache.put(digest, key, ttl)
+            return key
+
+    def revoke(self, api_key_id: UUID | str) -> ApiKey:
+        """Revoke a key (idempotent: a second revoke keeps the first time); ``ApiKeyNotFound``."""
+        key_uuid = as_uuid(api_key_id, "api_key_id")
+        with operation("api_keys", "revoke"):
+            # Cleared before the write too: even a revoke that is rolled back only costs a re-check.
+            verify_cache().discard(key_uuid)
+            row = execute(self.connection, _REVOKE, {"id": key_uuid}).one_or_none()
+            if row is None:
+                raise errors.ApiKeyNotFound(key_uuid)
+            return api_key_from_row(row)
+
+    def get(self, api_key_id: UUID | str) -> ApiKey:
+        """One key by its id (never its hash); ``ApiKeyNotFound``."""
+        key_uuid = as_uuid(api_key_id, "api_key_id")
+        with operation("api_keys", "get"):
+            row = execute(self.connection, _GET, {"id": key_uuid}).one_or_none()
+            if row is None:
+                raise errors.ApiKeyNotFound(key_uuid)
+            return api_key_from_row(row)
+
+    def list(self, *, include_inactive: bool = True) -> builtins.list[ApiKey]:
+        """Every key, oldest first (never a hash); ``include_inactive=False`` drops revoked/expired."""
+        with operation("api_keys", "list"):
+            statement = _LIST if include_inactive else _LIST_ACTIVE
+            return [api_key_from_row(r) for r in execute(self.connection, statement, {}).all()]

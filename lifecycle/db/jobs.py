@@ -1,18 +1,210 @@
-"""JobsRepo (placeholder until the repositories issue lands)."""
+"""``JobsRepo``: jobs and their status changes.
+
+Every status change is one statement: a guarded ``UPDATE ... WHERE status = ANY(:allowed)
+RETURNING`` inside a data-modifying CTE that also inserts the event. Zero rows is never a silent
+no-op: a follow-up read tells ``JobNotFound`` from ``InvalidTransition``. The repository never
+commits; the unit of work (``db.transaction()``) does.
+"""
+
+# The f-strings that build SQL here join module constants (column lists, fixed fragments) only;
+# every value is a bound parameter.
+# ruff: noqa: S608
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
 
 import sqlalchemy as sa
+
+from lifecycle import errors
+from lifecycle.db._common import (
+    as_uuid,
+    check_datetime,
+    check_limit,
+    check_text,
+    decode_cursor,
+    dump_json,
+    encode_cursor,
+    execute,
+    operation,
+)
+from lifecycle.records import Job, Page
+from lifecycle.states import JobStatus, allowed_sources, can_transition, parse_status
 
 if TYPE_CHECKING:
     from lifecycle.db.events import JobEventsRepo
     from lifecycle.settings import Settings
 
+#: Event types written by this repository.
+EVENT_CREATED: Final = "created"
+EVENT_TRANSITION: Final = "transition"
+EVENT_SOURCE_ATTACHED: Final = "source_attached"
+EVENT_RESULT_ATTACHED: Final = "result_attached"
+
+#: Largest page of ``list_by_status`` and batch of ``transition_many``.
+MAX_PAGE: Final = 1000
+MAX_BATCH: Final = 100_000
+
+_COLUMNS = (
+    "id, status, params, source_key, result_keys, error, attempts, version, lease_expires_at, "
+    "retention_hold, api_key_id, created_at, updated_at, expires_at"
+)
+_J_COLUMNS = ", ".join("j." + c.strip() for c in _COLUMNS.split(","))
+
+_UNSET: Any = object()
+
+
+def job_from_row(row: Any) -> Job:
+    """A ``Job`` from a row selected with the repository's column list."""
+    return Job(
+        id=row.id,
+        status=JobStatus(row.status),
+        params=row.params,
+        source_key=row.source_key,
+        result_keys=tuple(row.result_keys),
+        error=row.error,
+        attempts=row.attempts,
+        version=row.version,
+        lease_expires_at=row.lease_expires_at,
+        retention_hold=row.retention_hold,
+        api_key_id=row.api_key_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+    )
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+# The SET list shared by every status change. ``:lease`` and ``:retention`` are intervals or NULL:
+# a NULL lease clears it (only a processing job holds one: ck_jobs_lease), a NULL retention keeps
+# the current expiry.
+_SET_STATUS = """
+        status = :to_status,
+        version = j.version + 1,
+        updated_at = now(),
+        attempts = j.attempts + :attempt_inc,
+        lease_expires_at = now() + CAST(:lease AS interval),
+        expires_at = COALESCE(now() + CAST(:retention AS interval), j.expires_at),
+        error = COALESCE(:error, j.error)"""
+
+_INSERT_TRANSITION_EVENT = """
+    INSERT INTO job_events (job_id, type, from_status, to_status, data, run_id)
+    SELECT id, :event_type, from_status, status, CAST(:data AS jsonb), :run_id FROM moved"""
+
+_CREATE = sa.text(f"""
+WITH created AS (
+    INSERT INTO jobs (params, expires_at, api_key_id)
+    VALUES (CAST(:params AS jsonb), COALESCE(:expires_at, now() + CAST(:retention AS interval)), :api_key_id)
+    RETURNING {_COLUMNS}
+), ev AS (
+    INSERT INTO job_events (job_id, type, from_status, to_status, data, run_id)
+    SELECT id, :event_type, NULL, status, '{{}}'::jsonb, :run_id FROM created
+)
+SELECT {_COLUMNS} FROM created
+""")
+
+_GET = sa.text(f"SELECT {_COLUMNS} FROM jobs WHERE id = :id")
+_GET_STATUS = sa.text("SELECT status, version FROM jobs WHERE id = :id")
+
+# When the source status is known (one allowed source, or ``expected_from``): the plain guarded
+# UPDATE, and the event's from_status is that status.
+_TRANSITION_KNOWN_FROM = sa.text(f"""
+WITH moved AS (
+    UPDATE jobs AS j SET {_SET_STATUS}
+    WHERE j.id = :id AND j.status = :from_status
+    RETURNING {_J_COLUMNS}, CAST(:from_status AS text) AS from_status
+), ev AS ({_INSERT_TRANSITION_EVENT}
+)
+SELECT * FROM moved
+""")
+
+# When several sources are allowed, the old status has to come from the row itself. The
+# ``FOR UPDATE`` CTE waits for a concurrent writer and then reads the row's newest version, so the
+# event's from_status is the status actually left (a plain self-join could see a stale one).
+_TRANSITION_ANY_FROM = sa.text(f"""
+WITH old AS (
+    SELECT id, status FROM jobs WHERE id = :id FOR UPDATE
+), moved AS (
+    UPDATE jobs AS j SET {_SET_STATUS}
+    FROM old
+    WHERE j.id = old.id AND old.status = ANY(:allowed)
+    RETURNING {_J_COLUMNS}, old.status AS from_status
+), ev AS ({_INSERT_TRANSITION_EVENT}
+)
+SELECT * FROM moved
+""")
+
+_CLAIM_NEXT = sa.text(f"""
+WITH next AS (
+    SELECT id FROM jobs WHERE status = 'queued'
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE jobs AS j SET {_SET_STATUS}
+    FROM next
+    WHERE j.id = next.id
+    RETURNING {_J_COLUMNS}, CAST('queued' AS text) AS from_status
+), ev AS ({_INSERT_TRANSITION_EVENT}
+)
+SELECT * FROM moved
+""")
+
+_RENEW_LEASE = sa.text(f"""
+UPDATE jobs AS j
+SET lease_expires_at = now() + CAST(:lease AS interval), version = j.version + 1, updated_at = now()
+WHERE j.id = :id AND j.status = 'processing'
+RETURNING {_COLUMNS}
+""")
+
+_RECORD_SOURCE_KEY = sa.text(f"""
+WITH old AS (
+    SELECT id, source_key FROM jobs WHERE id = :id FOR UPDATE
+), moved AS (
+    UPDATE jobs AS j SET source_key = :key, version = j.version + 1, updated_at = now()
+    FROM old
+    WHERE j.id = old.id AND old.source_key IS DISTINCT FROM :key
+    RETURNING {_J_COLUMNS}, old.source_key AS previous_key
+), outbox AS (
+    -- A replaced source would otherwise be an object no row points to: queue it for deletion.
+    INSERT INTO storage_deletions (object_key, job_id, run_id)
+    SELECT previous_key, id, :run_id FROM moved WHERE previous_key IS NOT NULL
+    ON CONFLICT (object_key) DO NOTHING
+), requeued AS (
+    -- The key being recorded must not sit in the outbox from an earlier replacement.
+    DELETE FROM storage_deletions WHERE object_key = :key AND EXISTS (SELECT 1 FROM moved)
+), ev AS (
+    INSERT INTO job_events (job_id, type, data, run_id)
+    SELECT id, :event_type,
+           jsonb_strip_nulls(jsonb_build_object('key', CAST(:key AS text), 'previous', previous_key)),
+           :run_id
+    FROM moved
+)
+SELECT {_COLUMNS} FROM moved
+""")
+
+_ADD_RESULT_KEY = sa.text(f"""
+WITH moved AS (
+    UPDATE jobs AS j
+    SET result_keys = array_append(j.result_keys, CAST(:key AS text)), version = j.version + 1,
+        updated_at = now()
+    WHERE j.id = :id AND NOT (CAST(:key AS text) = ANY(j.result_keys))
+    RETURNING {_J_COLUMNS}
+), requeued AS (
+    DELETE FROM storage_deletions WHERE object_key = :key AND EXISTS (SELECT 1 FROM moved)
+), ev AS (
+    INSERT INTO job_events (job_id, type, data, run_id)
+    SELECT id, :event_type, jsonb_build_object('key', CAST(:key AS text)), :run_id FROM moved
+)
+SELECT {_COLUMNS} FROM moved
+""")
+
 
 class JobsRepo:
-    """Jobs."""
+    """Jobs: create, read, update, list, and every status change (each with its event)."""
 
     def __init__(
         self,
@@ -26,3 +218,340 @@ class JobsRepo:
         self.settings = settings
         self.events = events
         self.run_id = run_id
+
+    # -- reads and plain writes -------------------------------------------------------------------
+
+    def create(
+        self,
+        params: Mapping[str, Any] | None = None,
+        expires_at: datetime | None = None,
+        api_key_id: UUID | str | None = None,
+    ) -> Job:
+        """A new queued job and its ``created`` event.
+
+        ``expires_at`` defaults to now plus the queued retention. ``params`` must serialise to at
+        most ``settings.max_params_bytes`` of JSON.
+        """
+        with operation("jobs", "create"):
+            params_json = dump_json(params, "params", max_bytes=self.settings.max_params_bytes)
+            if expires_at is not None:
+                check_datetime(expires_at, "expires_at")
+            key_id = None if api_key_id is None else as_uuid(api_key_id, "api_key_id")
+            row = execute(
+                self.connection,
+                _CREATE,
+                {
+                    "params": params_json,
+                    "expires_at": expires_at,
+                    "retention": self.settings.retention_for(JobStatus.QUEUED),
+                    "api_key_id": key_id,
+                    "event_type": EVENT_CREATED,
+                    "run_id": self.run_id,
+                },
+            ).one()
+            return job_from_row(row)
+
+    def get(self, job_id: UUID | str) -> Job:
+        """The job ``job_id``; ``JobNotFound`` if there is none."""
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "get", job_uuid):
+            row = execute(self.connection, _GET, {"id": job_uuid}, job_id=job_uuid).one_or_none()
+            if row is None:
+                raise errors.JobNotFound(job_uuid)
+            return job_from_row(row)
+
+    def update(
+        self,
+        job_id: UUID | str,
+        *,
+        expected_version: int,
+        params: Mapping[str, Any] = _UNSET,
+        error: str | None = _UNSET,
+        retention_hold: bool = _UNSET,
+        expires_at: datetime = _UNSET,
+        status: Any = _UNSET,
+    ) -> Job:
+        """Change non-status fields if the job is still at ``expected_version`` (then version + 1).
+
+        A ``status`` here is ``InvalidInput``: status changes go through ``transition``.
+        ``VersionConflict`` carries the actual version; ``JobNotFound`` if the job is gone.
+        """
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "update", job_uuid):
+            if status is not _UNSET:
+                raise errors.InvalidInput("status changes go through transition()", field="status")
+            if not isinstance(expected_version, int) or isinstance(expected_version, bool):
+                raise errors.InvalidInput("expected_version must be an integer", field="expected_version")
+            sets: list[str] = []
+            values: dict[str, Any] = {"id": job_uuid, "expected_version": expected_version}
+            if params is not _UNSET:
+                values["params"] = dump_json(params, "params", max_bytes=self.settings.max_params_bytes)
+                sets.append("params = CAST(:params AS jsonb)")
+            if error is not _UNSET:
+                values["error"] = None if error is None else check_text(error, "error", allow_empty=True)
+                sets.append("error = :error")
+            if retention_hold is not _UNSET:
+                if not isinstance(retention_hold, bool):
+                    raise errors.InvalidInput("retention_hold must be a boolean", field="retention_hold")
+                values["retention_hold"] = retention_hold
+                sets.append("retention_hold = :retention_hold")
+            if expires_at is not _UNSET:
+                values["expires_at"] = check_datetime(expires_at, "expires_at")
+                sets.append("expires_at = :expires_at")
+            if not sets:
+                raise errors.InvalidInput("nothing to update")
+            # The SET fragments are fixed strings chosen above; every value is a bound parameter.
+            statement = sa.text(
+                f"UPDATE jobs SET {', '.join(sets)}, version = version + 1, updated_at = now() "
+                f"WHERE id = :id AND version = :expected_version RETURNING {_COLUMNS}"
+            )
+            row = execute(self.connection, statement, values, job_id=job_uuid).one_or_none()
+            if row is not None:
+                return job_from_row(row)
+            current = execute(self.connection, _GET_STATUS, {"id": job_uuid}).one_or_none()
+            if current is None:
+                raise errors.JobNotFound(job_uuid)
+            raise errors.VersionConflict(
+                job_uuid, expected_version=expected_version, actual_version=current.version
+            )
+
+    def list_by_status(
+        self, status: JobStatus | str, limit: int = 100, after: str | None = None
+    ) -> Page[Job]:
+        """Jobs in ``status``, oldest first; keyset pagination on ``(created_at, id)``.
+
+        Pass the returned ``next_cursor`` as ``after`` for the next page (``None``: last page).
+        """
+        with operation("jobs", "list_by_status"):
+            wanted = parse_status(status) if isinstance(status, str) else status
+            check_limit(limit, maximum=MAX_PAGE)
+            values: dict[str, Any] = {"status": wanted.value, "limit": limit + 1}
+            if after is None:
+                statement = _LIST_FIRST
+            else:
+                values["after_ts"], after_id = decode_cursor(after)
+                values["after_id"] = as_uuid(after_id, "after")
+                statement = _LIST_AFTER
+            rows = execute(self.connection, statement, values).all()
+            items = [job_from_row(r) for r in rows[:limit]]
+            cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+            return Page(items=items, next_cursor=cursor)
+
+    # -- status changes ---------------------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: UUID | str,
+        to_status: JobStatus | str,
+        expected_from: JobStatus | str | None = None,
+        reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        lease_seconds: int | None = None,
+    ) -> Job:
+        """Move a job to ``to_status`` and write its ``transition`` event, in one statement.
+
+        ``expected_from`` narrows the allowed sources to that one status, so a lost race is an
+        ``InvalidTransition`` carrying the actual status. Entering a final status (or ``failed``)
+        starts its retention clock; entering ``queued`` restarts the queued one; entering
+        ``processing`` takes a lease and counts an attempt; leaving it drops the lease.
+        ``error`` (optional) is stored on the job, e.g. when it fails.
+        """
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "transition", job_uuid):
+            target = parse_status(to_status) if isinstance(to_status, str) else to_status
+            sources = allowed_sources(target)
+            if expected_from is not None:
+                source = parse_status(expected_from) if isinstance(expected_from, str) else expected_from
+                sources = sources & {source}
+            values = self._status_values(target, reason, data, error=error, lease_seconds=lease_seconds)
+            values["id"] = job_uuid
+            row = None
+            if len(sources) == 1:
+                values["from_status"] = next(iter(sources)).value
+                row = execute(self.connection, _TRANSITION_KNOWN_FROM, values, job_id=job_uuid).one_or_none()
+            elif sources:
+                values["allowed"] = sorted(s.value for s in sources)
+                row = execute(self.connection, _TRANSITION_ANY_FROM, values, job_id=job_uuid).one_or_none()
+            if row is not None:
+                return job_from_row(row)
+            current = execute(self.connection, _GET_STATUS, {"id": job_uuid}).one_or_none()
+            if current is None:
+                raise errors.JobNotFound(job_uuid)
+            raise errors.InvalidTransition(
+                job_id=job_uuid, from_status=current.status, to_status=target.value
+            )
+
+    def transition_many(
+        self,
+        from_status: JobStatus | str,
+        to_status: JobStatus | str,
+        *,
+        limit: int = 1000,
+        created_before: datetime | None = None,
+        updated_before: datetime | None = None,
+        lease_expired: bool = False,
+        reason: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> list[UUID]:
+        """Move up to ``limit`` jobs in ``from_status`` (oldest first) to ``to_status``.
+
+        One statement: the matching rows are locked with ``FOR UPDATE SKIP LOCKED`` (rows another
+        transaction holds are left for the next call), updated, and given one event each. Returns
+        the moved ids; callers loop until fewer than ``limit`` come back.
+        """
+        with operation("jobs", "transition_many"):
+            source = parse_status(from_status) if isinstance(from_status, str) else from_status
+            target = parse_status(to_status) if isinstance(to_status, str) else to_status
+            if not can_transition(source, target):
+                raise errors.InvalidTransition(from_status=source.value, to_status=target.value)
+            check_limit(limit, maximum=MAX_BATCH)
+            values = self._status_values(target, reason, data)
+            values.update(from_status=source.value, limit=limit)
+            # Only fixed fragments are joined; the values are bound parameters.
+            filters = ["status = :from_status"]
+            if created_before is not None:
+                values["created_before"] = check_datetime(created_before, "created_before")
+                filters.append("created_at < :created_before")
+            if updated_before is not None:
+                values["updated_before"] = check_datetime(updated_before, "updated_before")
+                filters.append("updated_at < :updated_before")
+            if lease_expired:
+                filters.append("lease_expires_at < now()")
+            statement = sa.text(f"""
+WITH picked AS (
+    SELECT id FROM jobs WHERE {" AND ".join(filters)}
+    ORDER BY created_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE jobs AS j SET {_SET_STATUS}
+    FROM picked
+    WHERE j.id = picked.id AND j.status = :from_status
+    RETURNING j.id, j.status, CAST(:from_status AS text) AS from_status
+), ev AS ({_INSERT_TRANSITION_EVENT}
+)
+SELECT id FROM moved
+""")
+            return list(execute(self.connection, statement, values).scalars())
+
+    def claim_next(self, lease_seconds: int | None = None) -> Job | None:
+        """The oldest queued job, moved to ``processing`` with a lease; ``None`` if none is free.
+
+        ``SKIP LOCKED``: concurrent workers never wait for each other nor get the same job.
+        """
+        with operation("jobs", "claim_next"):
+            values = self._status_values(JobStatus.PROCESSING, None, None, lease_seconds=lease_seconds)
+            row = execute(self.connection, _CLAIM_NEXT, values).one_or_none()
+            if row is None:
+                return None
+            with operation("jobs", "claimed", row.id):
+                return job_from_row(row)
+
+    def renew_lease(self, job_id: UUID | str, lease_seconds: int | None = None) -> Job:
+        """Extend a processing job's lease to now plus ``lease_seconds`` (default: the setting)."""
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "renew_lease", job_uuid):
+            lease = self._lease(lease_seconds)
+            row = execute(
+                self.connection, _RENEW_LEASE, {"id": job_uuid, "lease": lease}, job_id=job_uuid
+            ).one_or_none()
+            if row is not None:
+                return job_from_row(row)
+            current = execute(self.connection, _GET_STATUS, {"id": job_uuid}).one_or_none()
+            if current is None:
+                raise errors.JobNotFound(job_uuid)
+            raise errors.InvalidTransition(
+                "only a processing job holds a lease",
+                job_id=job_uuid,
+                from_status=current.status,
+                to_status=JobStatus.PROCESSING.value,
+            )
+
+    # -- storage keys -------------------------------------------------------------------------------
+
+    def record_source_key(self, job_id: UUID | str, key: str) -> Job:
+        """Record the job's source object key (before its bytes are sent), with a ``source_attached`` event.
+
+        Recording the same key again changes nothing. A different key replaces the old one, and the
+        old key goes to the ``storage_deletions`` outbox so its object is not orphaned.
+        """
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "record_source_key", job_uuid):
+            check_text(key, "key", max_length=1024)
+            row = execute(
+                self.connection,
+                _RECORD_SOURCE_KEY,
+                {"id": job_uuid, "key": key, "event_type": EVENT_SOURCE_ATTACHED, "run_id": self.run_id},
+                job_id=job_uuid,
+            ).one_or_none()
+            return job_from_row(row) if row is not None else self.get(job_uuid)
+
+    def add_result_key(self, job_id: UUID | str, key: str) -> Job:
+        """Append ``key`` to the job's result keys (if absent), with a ``result_attached`` event."""
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "add_result_key", job_uuid):
+            check_text(key, "key", max_length=1024)
+            row = execute(
+                self.connection,
+                _ADD_RESULT_KEY,
+                {"id": job_uuid, "key": key, "event_type": EVENT_RESULT_ATTACHED, "run_id": self.run_id},
+                job_id=job_uuid,
+            ).one_or_none()
+            return job_from_row(row) if row is not None else self.get(job_uuid)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _lease(self, lease_seconds: int | None) -> timedelta:
+        seconds = self.settings.lease_seconds if lease_seconds is None else lease_seconds
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
+            raise errors.InvalidInput("lease_seconds must be a positive integer", field="lease_seconds")
+        return timedelta(seconds=seconds)
+
+    def _status_values(
+        self,
+        target: JobStatus,
+        reason: str | None,
+        data: Mapping[str, Any] | None,
+        *,
+        error: str | None = None,
+        lease_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        """Bound values of the shared SET list and event insert for entering ``target``."""
+        event_data: dict[str, Any] = dict(data) if isinstance(data, Mapping) else {}
+        if data is not None and not isinstance(data, Mapping):
+            raise errors.InvalidInput("must be a JSON object", field="data")
+        if reason is not None:
+            event_data["reason"] = check_text(reason, "reason")
+        if error is not None:
+            check_text(error, "error")
+        entering_processing = target is JobStatus.PROCESSING
+        retention: timedelta | None = None
+        if target is JobStatus.QUEUED or target in (
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELED,
+        ):
+            retention = self.settings.retention_for(target)
+        return {
+            "to_status": target.value,
+            "attempt_inc": 1 if entering_processing else 0,
+            "lease": self._lease(lease_seconds) if entering_processing else None,
+            "retention": retention,
+            "error": error,
+            "event_type": EVENT_TRANSITION,
+            "data": dump_json(event_data, "data", max_bytes=self.settings.max_params_bytes),
+            "run_id": self.run_id,
+        }
+
+
+_LIST_FIRST = sa.text(f"""
+SELECT {_COLUMNS} FROM jobs WHERE status = :status
+ORDER BY created_at, id LIMIT :limit
+""")
+_LIST_AFTER = sa.text(f"""
+SELECT {_COLUMNS} FROM jobs
+WHERE status = :status AND (created_at, id) > (:after_ts, :after_id)
+ORDER BY created_at, id LIMIT :limit
+""")
