@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from lifecycle.defs import assets
+from lifecycle.defs import assets, jobs, schedules, sensors
 from lifecycle.defs.resources import DatabaseResource, StorageResource
 from lifecycle.settings import Settings
 
@@ -27,6 +27,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Assets, jobs, schedules and sensors of the lifecycle code location."""
     return dg.Definitions(
         assets=[assets.database_schema, assets.storage_buckets, assets.job_status_counts],
-        jobs=[assets.status_counts_job],
+        jobs=[assets.status_counts_job, *jobs.ALL_JOBS],
+        schedules=schedules.build_schedules(settings),
+        sensors=sensors.ALL_SENSORS,
         resources=default_resources(settings),
     )

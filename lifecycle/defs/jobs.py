@@ -1,0 +1,286 @@
+"""Ops and jobs: each op calls one service function and reports what it did. No SQL here.
+
+Every op passes ``context.run_id`` to the service, so events and tombstones name the run; every
+log line about one job names it (``jobId=<uuid>``), for a bounded number of jobs per run.
+"""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import dagster as dg
+from pydantic import Field
+
+from lifecycle import errors, transitions
+from lifecycle.defs.resources import DatabaseResource, StorageResource
+
+#: The run tag that names the job a ``purge_job`` run erases.
+JOB_ID_TAG = "lifecycle/job_id"
+#: The tag the instance's ``tag_concurrency_limits`` keys on (one retention run at a time).
+CONCURRENCY_TAG = "lifecycle/concurrency"
+RETENTION_TAGS = {CONCURRENCY_TAG: "retention"}
+#: Per-job log lines per run; the rest are summarised (the event log must stay small).
+LOG_EACH_JOB_LIMIT = 20
+
+
+def _metadata(values: dict[str, Any], markdown: str) -> dict[str, dg.MetadataValue]:
+    """Numbers as numeric metadata (the UI plots them), the rest as JSON, plus the markdown report."""
+    metadata: dict[str, dg.MetadataValue] = {"report": dg.MetadataValue.md(markdown)}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            metadata[key] = dg.MetadataValue.bool(value)
+        elif isinstance(value, int):
+            metadata[key] = dg.MetadataValue.int(value)
+        elif isinstance(value, float):
+            metadata[key] = dg.MetadataValue.float(value)
+        elif isinstance(value, str):
+            metadata[key] = dg.MetadataValue.text(value)
+        elif value is not None:
+            metadata[key] = dg.MetadataValue.json(value)
+    return metadata
+
+
+def _log_jobs(context: dg.OpExecutionContext, ids: list[UUID], total: int, what: str) -> None:
+    """One line per job for the first ``LOG_EACH_JOB_LIMIT``, then one summary line."""
+    for job_id in ids[:LOG_EACH_JOB_LIMIT]:
+        context.log.info(f"jobId={job_id} {what}")
+    if total > LOG_EACH_JOB_LIMIT:
+        context.log.info(f"... and {total - min(len(ids), LOG_EACH_JOB_LIMIT)} more jobs {what}")
+
+
+# -- retention cleanup ------------------------------------------------------------------------------
+
+
+class RetentionCleanupConfig(dg.Config):
+    """Limits of one cleanup run; unset means the configured default (CLEANUP_* settings)."""
+
+    dry_run: bool = Field(default=False, description="Only report what would be deleted; write nothing.")
+    batch_size: int | None = Field(default=None, ge=1, le=10_000, description="Jobs per transaction.")
+    max_jobs_per_second: float | None = Field(default=None, gt=0, description="Job deletion rate limit.")
+    max_objects_per_second: float | None = Field(default=None, gt=0, description="Object removal rate.")
+    max_jobs: int | None = Field(default=None, ge=1, description="Stop after this many jobs.")
+    max_runtime_seconds: float | None = Field(default=None, gt=0, description="Stop after this long.")
+
+
+@dg.op(description="Delete expired jobs, then their stored objects (retention.cleanup).")
+def retention_cleanup_op(
+    context: dg.OpExecutionContext,
+    config: RetentionCleanupConfig,
+    database: DatabaseResource,
+    storage: StorageResource,
+) -> dg.Output[dict[str, Any]]:
+    from lifecycle import retention
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        context.log.debug(f"{phase}: {done}" + (f"/{total}" if total is not None else ""))
+
+    report = retention.cleanup(
+        database.db,
+        storage.repo,
+        dry_run=config.dry_run,
+        batch_size=config.batch_size,
+        max_jobs_per_second=config.max_jobs_per_second,
+        max_objects_per_second=config.max_objects_per_second,
+        max_jobs=config.max_jobs,
+        max_runtime_seconds=config.max_runtime_seconds,
+        run_id=context.run_id,
+        progress=progress,
+    )
+    values = report.as_dict()
+    if config.dry_run:
+        plan = values.get("plan") or {}
+        context.log.info(
+            f"dry run: {plan.get('eligible_jobs', 0)} job(s) and {plan.get('objects', 0)} object(s) "
+            "would be deleted; nothing was written"
+        )
+        for job_id in (plan.get("sample_job_ids") or [])[:LOG_EACH_JOB_LIMIT]:
+            context.log.info(f"jobId={job_id} would be deleted (dry run)")
+    else:
+        context.log.info(
+            f"deleted {report.jobs_deleted} job(s), removed {report.objects_removed} object(s) "
+            f"in {report.batches} batch(es); outbox pending {report.outbox_pending}"
+            + (f"; stopped by {report.stopped_by}" if report.stopped_by else "")
+        )
+    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+
+
+@dg.job(
+    description="Retention cleanup: expired jobs, their events and objects (one run at a time).",
+    tags=RETENTION_TAGS,
+)
+def retention_cleanup() -> None:
+    retention_cleanup_op()
+
+
+# -- stale-lease rescue -----------------------------------------------------------------------------
+
+
+class RescueStaleJobsConfig(dg.Config):
+    """How many expired leases to rescue in one run."""
+
+    max_attempts: int | None = Field(
+        default=None, ge=1, description="Fail a job after this many claims (default: MAX_ATTEMPTS)."
+    )
+    limit: int = Field(default=10_000, ge=1, description="At most this many jobs per run.")
+    batch_size: int = Field(default=1000, ge=1, le=10_000, description="Jobs per transaction.")
+
+
+@dg.op(description="Processing jobs whose lease expired: back to queued, or failed after max attempts.")
+def rescue_stale_jobs_op(
+    context: dg.OpExecutionContext, config: RescueStaleJobsConfig, database: DatabaseResource
+) -> dg.Output[dict[str, Any]]:
+    report = transitions.rescue_stale_jobs(
+        database.db,
+        max_attempts=config.max_attempts,
+        limit=config.limit,
+        batch_size=config.batch_size,
+        run_id=context.run_id,
+    )
+    _log_jobs(context, report.requeued_ids, report.requeued, "requeued (lease expired)")
+    _log_jobs(context, report.failed_ids, report.failed, "failed (lease expired, attempts used up)")
+    context.log.info(f"rescued: {report.requeued} requeued, {report.failed} failed")
+    values = report.as_dict()
+    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+
+
+@dg.job(description="Requeue (or fail) processing jobs whose worker lease expired.")
+def rescue_stale_jobs() -> None:
+    rescue_stale_jobs_op()
+
+
+# -- operator's batch transition --------------------------------------------------------------------
+
+
+class TransitionBatchConfig(dg.Config):
+    """An operator's batch status change (oldest jobs first)."""
+
+    from_status: str = Field(description="Current status of the jobs to move (e.g. failed).")
+    to_status: str = Field(description="Status to move them to (must be allowed by the state machine).")
+    created_before: str | None = Field(
+        default=None, description="Only jobs created before this ISO-8601 time (with a time zone)."
+    )
+    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many jobs.")
+    reason: str | None = Field(default=None, description="Recorded in each job's transition event.")
+    dry_run: bool = Field(default=False, description="Count what would move; change nothing.")
+
+
+@dg.op(description="Move a batch of jobs from one status to another (transitions.transition_batch).")
+def transition_batch_op(
+    context: dg.OpExecutionContext, config: TransitionBatchConfig, database: DatabaseResource
+) -> dg.Output[dict[str, Any]]:
+    created_before = None
+    if config.created_before:
+        try:
+            created_before = datetime.fromisoformat(config.created_before)
+        except ValueError:
+            raise errors.InvalidInput(
+                "created_before must be an ISO-8601 time", field="created_before"
+            ) from None
+    report = transitions.transition_batch(
+        database.db,
+        config.from_status,
+        config.to_status,
+        created_before=created_before,
+        limit=config.limit,
+        reason=config.reason,
+        dry_run=config.dry_run,
+        run_id=context.run_id,
+    )
+    verb = "would move" if config.dry_run else "moved"
+    _log_jobs(context, report.sample_ids, report.moved, f"{verb} {report.from_status} -> {report.to_status}")
+    context.log.info(f"{verb} {report.moved} job(s) {report.from_status} -> {report.to_status}")
+    values = report.as_dict()
+    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+
+
+@dg.job(description="An operator's batch status change, e.g. retry failed jobs created before a date.")
+def transition_batch() -> None:
+    transition_batch_op()
+
+
+# -- purge one job (right to erasure) ---------------------------------------------------------------
+
+
+class PurgeJobConfig(dg.Config):
+    """The job to erase now, whatever its expiry or hold."""
+
+    job_id: str = Field(description="UUID of the job to delete with its events and objects.")
+    reason: str = Field(default="erasure", description="Recorded in the tombstone.")
+
+
+@dg.op(description="Delete one job now with its events and objects; the tombstone names this run.")
+def purge_job_op(
+    context: dg.OpExecutionContext,
+    config: PurgeJobConfig,
+    database: DatabaseResource,
+    storage: StorageResource,
+) -> dg.Output[dict[str, Any]]:
+    from lifecycle import retention
+
+    try:
+        job_id = UUID(config.job_id)
+    except ValueError:
+        raise errors.InvalidInput("job_id must be a UUID", field="job_id") from None
+    tagged = context.run.tags.get(JOB_ID_TAG)
+    if tagged is not None and tagged != str(job_id):
+        raise errors.InvalidInput(f"run tag {JOB_ID_TAG} does not match config job_id", field="job_id")
+    if tagged is None:
+        # Launched without the tag (Launchpad, CLI): add it, so the run is found by the job it erased.
+        context.instance.add_run_tags(context.run_id, {JOB_ID_TAG: str(job_id)})
+    context.log.info(f"jobId={job_id} purge requested (reason={config.reason})")
+    report = retention.purge(database.db, storage.repo, [job_id], run_id=context.run_id, reason=config.reason)
+    context.log.info(
+        f"jobId={job_id} purged: {report.jobs_deleted} job row, {report.events_deleted} event(s), "
+        f"{report.objects_removed} object(s) removed, {report.objects_failed} failed"
+    )
+    values = report.as_dict()
+    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+
+
+@dg.job(description="Erase one job now (right to erasure); the run carries the tag lifecycle/job_id.")
+def purge_job() -> None:
+    purge_job_op()
+
+
+# -- orphan reconciliation --------------------------------------------------------------------------
+
+
+class ReconcileOrphansConfig(dg.Config):
+    """Objects in Storage whose job row does not exist."""
+
+    dry_run: bool = Field(default=True, description="Only report orphans; queue nothing for deletion.")
+    grace_seconds: int = Field(
+        default=3600, ge=0, description="Ignore objects younger than this (an upload may be in flight)."
+    )
+
+
+@dg.op(description="List the buckets and find objects without a job row (dry run by default).")
+def reconcile_orphans_op(
+    context: dg.OpExecutionContext,
+    config: ReconcileOrphansConfig,
+    database: DatabaseResource,
+    storage: StorageResource,
+) -> dg.Output[dict[str, Any]]:
+    from lifecycle import retention
+
+    report = retention.reconcile_orphans(
+        database.db,
+        storage.repo,
+        dry_run=config.dry_run,
+        grace_seconds=config.grace_seconds,
+        run_id=context.run_id,
+    )
+    context.log.info(
+        f"{report.objects_listed} object(s) listed, {report.orphans_found} orphan(s), "
+        f"{report.orphans_queued} queued for deletion" + (" (dry run)" if config.dry_run else "")
+    )
+    values = report.as_dict()
+    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+
+
+@dg.job(description="Find (and, with dry_run false, queue for deletion) objects without a job row.")
+def reconcile_orphans() -> None:
+    reconcile_orphans_op()
+
+
+ALL_JOBS = [retention_cleanup, rescue_stale_jobs, transition_batch, purge_job, reconcile_orphans]
