@@ -134,3 +134,120 @@ def raw(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """An independent autocommit connection for checking what the code under test wrote."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         yield conn
+
+
+# Storage --------------------------------------------------------------------------------------------
+# The local Storage server (lifecycle.devstack.storage_server) in a subprocess, once per run; or the
+# endpoint of LIFECYCLE_TEST_SUPABASE_URL + LIFECYCLE_TEST_SUPABASE_SERVICE_ROLE_KEY (optionally
+# LIFECYCLE_TEST_SUPABASE_ANON_KEY / LIFECYCLE_TEST_SUPABASE_JWT_SECRET). Isolation: every test that
+# asks for `storage_settings` gets its own bucket (single-bucket layout, SUPABASE_STORAGE_BUCKET =
+# "lifecycle-t-<random>"), emptied and deleted afterwards, so tests never see each other's objects.
+
+
+class StorageEndpoint:
+    """A Storage endpoint for tests: its URL and keys, and fault injection when it is the local server."""
+
+    def __init__(
+        self,
+        url: str,
+        service_role_key: str,
+        anon_key: str | None,
+        jwt_secret: str | None,
+        server: object | None = None,
+    ) -> None:
+        self.url = url
+        self.service_role_key = service_role_key
+        self.anon_key = anon_key
+        self.jwt_secret = jwt_secret
+        self.server = server
+
+    @property
+    def local(self) -> bool:
+        """True for the project's local server (fault injection and hard limits available)."""
+        return self.server is not None
+
+    def set_faults(self, **faults: float | int | bool | None) -> dict[str, object]:
+        """Turn on fault injection on the local server (skips the test against a real endpoint)."""
+        if self.server is None:
+            pytest.skip("fault injection needs the local Storage server")
+        return self.server.set_faults(**faults)  # type: ignore[attr-defined, no-any-return]
+
+    def clear_faults(self) -> None:
+        if self.server is not None:
+            self.server.clear_faults()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"StorageEndpoint(url={self.url!r}, local={self.local})"
+
+
+@pytest.fixture(scope="session")
+def storage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageEndpoint]:
+    from lifecycle.redaction import register_secret
+
+    url = os.environ.get("LIFECYCLE_TEST_SUPABASE_URL")
+    key = os.environ.get("LIFECYCLE_TEST_SUPABASE_SERVICE_ROLE_KEY")
+    if url and key:
+        register_secret(key)
+        yield StorageEndpoint(
+            url.rstrip("/"),
+            key,
+            os.environ.get("LIFECYCLE_TEST_SUPABASE_ANON_KEY"),
+            os.environ.get("LIFECYCLE_TEST_SUPABASE_JWT_SECRET"),
+        )
+        return
+    import secrets
+
+    from lifecycle.devstack.storage_server import start_storage_server
+
+    server = start_storage_server(tmp_path_factory.mktemp("storage"), jwt_secret=secrets.token_urlsafe(32))
+    try:
+        for secret in (server.jwt_secret, server.service_role_key, server.anon_key):
+            register_secret(secret)
+        yield StorageEndpoint(server.url, server.service_role_key, server.anon_key, server.jwt_secret, server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def storage_settings(storage_server: StorageEndpoint) -> Iterator[Settings]:
+    """Settings pointing at the test Storage endpoint, with a bucket of this test's own."""
+    bucket = f"lifecycle-t-{uuid.uuid4().hex[:12]}"
+    settings = Settings.load(
+        env={
+            "BCRYPT_ROUNDS": "4",
+            "SUPABASE_URL": storage_server.url,
+            "SUPABASE_SERVICE_ROLE_KEY": storage_server.service_role_key,
+            "SUPABASE_STORAGE_BUCKET": bucket,
+        }
+    )
+    try:
+        yield settings
+    finally:
+        storage_server.clear_faults()
+        _drop_bucket(storage_server, bucket)
+
+
+def _drop_bucket(endpoint: StorageEndpoint, bucket: str) -> None:
+    """Empty and delete a test bucket (best effort: it may never have been created)."""
+    from storage3.exceptions import StorageApiError
+    from supabase import create_client
+
+    client = create_client(endpoint.url, endpoint.service_role_key)
+    try:
+        client.storage.empty_bucket(bucket)
+        client.storage.delete_bucket(bucket)
+    except StorageApiError:
+        pass
+
+
+@pytest.fixture
+def storage(storage_settings: Settings) -> Iterator[object]:
+    """A StorageRepo on this test's bucket (ensured); retries back off briefly to keep tests fast."""
+    from lifecycle.storage import StorageRepo
+
+    repo = StorageRepo.from_settings(storage_settings, backoff_seconds=0.01)
+    try:
+        repo.ensure_buckets()
+        yield repo
+    finally:
+        repo.close()
