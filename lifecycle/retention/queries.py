@@ -1,0 +1,210 @@
+"""The retention SQL, as named and commented blocks (clearer as SQL than as expressions).
+
+Every value is a bound parameter. ``:now`` is NULL for "the database clock"; each statement folds
+it with ``coalesce(CAST(:now AS timestamptz), now())``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: The eligibility rule, shared by the real selection, the dry run and the backlog probe. It is a
+#: module constant interpolated into constant SQL (hence the ``noqa: S608`` below); every value is
+#: still a bound parameter.
+_ELIGIBLE = """
+    expires_at <= coalesce(CAST(:now AS timestamptz), now())
+    AND status <> 'processing'
+    AND NOT retention_hold
+"""
+
+#: Per-batch timeouts, transaction-local (``set_config(..., true)`` is ``SET LOCAL`` with parameters).
+SET_TIMEOUTS = sa.text(
+    """
+    SELECT set_config('statement_timeout', :statement_timeout, true),
+           set_config('lock_timeout', :lock_timeout, true)
+    """
+)
+
+#: Phase 1, statement 1: lock the oldest expired jobs. SKIP LOCKED lets concurrent runs (and
+#: workers touching a job right now) pass each other instead of waiting; the rows stay locked until
+#: the batch commits, so nothing can change them (or add events to them) in between.
+LOCK_BATCH = sa.text(
+    f"""
+    SELECT id FROM jobs
+    WHERE {_ELIGIBLE}
+    ORDER BY expires_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """  # noqa: S608
+)
+
+#: Phase 1, statement 2: for the locked ids, in one statement: count each job's events, delete the
+#: jobs (events cascade), queue every recorded object key in the outbox (a key already queued,
+#: e.g. by reconciliation, is left alone) and write one tombstone per deleted job. Tombstones and
+#: outbox rows are fed by DELETE ... RETURNING, so they describe exactly what was deleted.
+DELETE_BATCH = sa.text(
+    """
+    WITH ev AS (
+        SELECT job_id, count(*) AS n FROM job_events WHERE job_id = ANY(:ids) GROUP BY job_id
+    ), gone AS (
+        DELETE FROM jobs WHERE id = ANY(:ids)
+        RETURNING id, status, created_at, expires_at,
+                  array_remove(array_prepend(source_key, result_keys), NULL) AS keys
+    ), queued AS (
+        INSERT INTO storage_deletions (object_key, job_id, run_id, next_attempt_at)
+        SELECT k.key, g.id, :run_id, least(coalesce(CAST(:now AS timestamptz), now()), now())
+        FROM gone g CROSS JOIN LATERAL unnest(g.keys) AS k(key)
+        ON CONFLICT (object_key) DO NOTHING
+        RETURNING 1
+    ), tomb AS (
+        INSERT INTO job_deletions
+            (job_id, final_status, created_at, expired_at, deleted_at, object_count,
+             events_deleted, reason, run_id)
+        SELECT g.id, g.status, g.created_at, g.expires_at, now(), cardinality(g.keys),
+               coalesce(ev.n, 0), :reason, :run_id
+        FROM gone g LEFT JOIN ev ON ev.job_id = g.id
+        ON CONFLICT (job_id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) AS jobs,
+           (SELECT coalesce(sum(ev.n), 0) FROM ev JOIN gone g ON g.id = ev.job_id) AS events,
+           (SELECT count(*) FROM queued) AS keys_queued,
+           (SELECT coalesce(sum(cardinality(keys)), 0) FROM gone) AS keys_recorded,
+           (SELECT count(*) FROM tomb) AS tombstones
+    """
+)
+
+#: Is anything left to do? (index-ordered probe: stops at the first eligible row).
+BACKLOG_PROBE = sa.text(
+    f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_ELIGIBLE} ORDER BY expires_at LIMIT 1)"  # noqa: S608
+)
+
+#: How many jobs a run would delete (for the progress bar and the dry run), up to ``:cap``.
+COUNT_ELIGIBLE = sa.text(
+    f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {_ELIGIBLE} LIMIT :cap) AS s"  # noqa: S608
+)
+
+#: Dry run: the same selection without locks, summarised per status.
+PLAN_BY_STATUS = sa.text(
+    f"""
+    WITH sel AS (
+        SELECT id, status, expires_at, source_key, result_keys FROM jobs
+        WHERE {_ELIGIBLE}
+        ORDER BY expires_at
+        LIMIT :cap
+    )
+    SELECT status, count(*) AS jobs, min(expires_at) AS oldest, max(expires_at) AS newest,
+           coalesce(sum(cardinality(array_remove(array_prepend(source_key, result_keys), NULL))), 0)
+               AS objects,
+           (SELECT count(*) FROM job_events e WHERE e.job_id IN (SELECT id FROM sel)) AS events
+    FROM sel GROUP BY status
+    """  # noqa: S608
+)
+
+PLAN_SAMPLE = sa.text(
+    f"SELECT id FROM jobs WHERE {_ELIGIBLE} ORDER BY expires_at, id LIMIT :n"  # noqa: S608
+)
+
+#: Expired jobs that cleanup keeps, and why.
+PLAN_KEPT = sa.text(
+    """
+    SELECT count(*) FILTER (WHERE status = 'processing') AS processing,
+           count(*) FILTER (WHERE status <> 'processing' AND retention_hold) AS on_hold
+    FROM jobs WHERE expires_at <= coalesce(CAST(:now AS timestamptz), now())
+    """
+)
+
+OUTBOX_PENDING = sa.text("SELECT count(*) FROM storage_deletions")
+
+#: Tombstone retention, in bounded batches (a backlog of old tombstones is never one long delete).
+PRUNE_TOMBSTONES = sa.text(
+    """
+    DELETE FROM job_deletions WHERE job_id IN (
+        SELECT job_id FROM job_deletions
+        WHERE deleted_at < coalesce(CAST(:now AS timestamptz), now()) - make_interval(secs => :keep)
+        LIMIT :limit
+    )
+    """
+)
+
+COUNT_PRUNABLE_TOMBSTONES = sa.text(
+    """
+    SELECT count(*) FROM job_deletions
+    WHERE deleted_at < coalesce(CAST(:now AS timestamptz), now()) - make_interval(secs => :keep)
+    """
+)
+
+#: Phase 2: claim due outbox rows. The claim pushes ``next_attempt_at`` forward by a lease instead
+#: of holding a lock over the HTTP call: a concurrent drain skips them, and if this process dies the
+#: rows become due again when the lease runs out.
+CLAIM_OUTBOX = sa.text(
+    """
+    UPDATE storage_deletions d
+    SET next_attempt_at = coalesce(CAST(:now AS timestamptz), now()) + make_interval(secs => :lease)
+    WHERE d.id IN (
+        SELECT id FROM storage_deletions
+        WHERE next_attempt_at <= coalesce(CAST(:now AS timestamptz), now())
+          AND (CAST(:job_ids AS uuid[]) IS NULL OR job_id = ANY(CAST(:job_ids AS uuid[])))
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING d.id, d.object_key
+    """
+)
+
+#: Give back claimed rows that were not tried (the drain stopped early).
+RELEASE_CLAIM = sa.text(
+    "UPDATE storage_deletions SET next_attempt_at = coalesce(CAST(:now AS timestamptz), now()) "
+    "WHERE id = ANY(:ids)"
+)
+
+#: Keys confirmed gone (removed now, or already absent): their outbox rows are done.
+OUTBOX_DONE = sa.text("DELETE FROM storage_deletions WHERE id = ANY(:ids)")
+
+#: Keys that failed: count the attempt, keep a redacted reason, back off exponentially (capped).
+OUTBOX_FAILED = sa.text(
+    """
+    UPDATE storage_deletions d
+    SET attempts = d.attempts + 1,
+        last_error = f.err,
+        next_attempt_at = coalesce(CAST(:now AS timestamptz), now())
+            + make_interval(secs => least(:cap, :base * power(2, least(d.attempts, 30))))
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:errs AS text[])) AS f(id, err)
+    WHERE d.id = f.id
+    """
+)
+
+#: Purge: erasure does not wait for an earlier failure's backoff.
+PURGE_DUE_NOW = sa.text(
+    "UPDATE storage_deletions SET next_attempt_at = now() "
+    "WHERE job_id = ANY(:ids) AND next_attempt_at > now()"
+)
+
+#: Purge: lock the named jobs whatever their expiry (waits up to the lock timeout for a worker).
+LOCK_FOR_PURGE = sa.text("SELECT id, status FROM jobs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+
+TOMBSTONED = sa.text("SELECT job_id FROM job_deletions WHERE job_id = ANY(:ids)")
+
+#: Reconciliation: which of these job ids have a row, which keys are already queued.
+EXISTING_JOBS = sa.text("SELECT id FROM jobs WHERE id = ANY(:ids)")
+QUEUED_KEYS = sa.text("SELECT object_key FROM storage_deletions WHERE object_key = ANY(:keys)")
+QUEUE_KEYS = sa.text(
+    """
+    INSERT INTO storage_deletions (object_key, job_id, run_id, next_attempt_at)
+    SELECT k, j, :run_id, now() FROM unnest(CAST(:keys AS text[]), CAST(:job_ids AS uuid[])) AS u(k, j)
+    ON CONFLICT (object_key) DO NOTHING
+    """
+)
+
+#: Reconciliation, the other direction: recorded keys of jobs older than the grace period, by id.
+RECORDED_KEYS_PAGE = sa.text(
+    """
+    SELECT id, array_remove(array_prepend(source_key, result_keys), NULL) AS keys
+    FROM jobs
+    WHERE updated_at < coalesce(CAST(:now AS timestamptz), now()) - make_interval(secs => :grace)
+      AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
+    ORDER BY id
+    LIMIT :limit
+    """
+)

@@ -1,0 +1,190 @@
+"""What a cleanup, drain, or reconciliation did (or, for a dry run, would do).
+
+Every report has ``as_dict()`` (JSON-ready: Dagster metadata, logs) and ``to_markdown()`` (the
+Dagster run page). Nothing here carries a secret: job ids, keys, counts and redacted errors only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    lines = ["| | |", "|---|---|"]
+    for name, value in rows:
+        if isinstance(value, float):
+            value = f"{value:.3f}"
+        lines.append(f"| {name} | {'-' if value is None else value} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class CleanupPlan:
+    """What a real run would do, as found by a dry run (the same selection, no writes)."""
+
+    eligible_jobs: int = 0
+    jobs_by_status: dict[str, int] = field(default_factory=dict)
+    oldest_expiry: datetime | None = None
+    newest_expiry: datetime | None = None
+    events: int = 0
+    objects: int = 0
+    sample_job_ids: list[UUID] = field(default_factory=list)
+    skipped_processing: int = 0
+    skipped_on_hold: int = 0
+    tombstones_to_prune: int = 0
+    outbox_pending: int = 0
+    batches: int = 0
+    min_duration_seconds: float | None = None
+    would_do: str = ""
+
+
+@dataclass
+class DrainReport:
+    """Phase 2: what happened to the object keys waiting in ``storage_deletions``."""
+
+    objects_removed: int = 0
+    objects_absent: int = 0
+    objects_failed: int = 0
+    requests: int = 0
+    duration_seconds: float = 0.0
+    stopped_by: str | None = None
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values."""
+        return dict(_jsonable(self))
+
+    def to_markdown(self) -> str:
+        """The report as a markdown table."""
+        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "errors"]
+        text = "### Outbox drain\n\n" + _table(rows)
+        if self.errors:
+            text += "\n\nErrors (redacted):\n" + "\n".join(f"- `{e}`" for e in self.errors)
+        return text
+
+
+@dataclass
+class CleanupReport:
+    """The outcome of ``cleanup`` or ``purge`` (``plan`` is set for a dry run only)."""
+
+    dry_run: bool = False
+    jobs_deleted: int = 0
+    events_deleted: int = 0
+    objects_queued: int = 0
+    objects_removed: int = 0
+    objects_absent: int = 0
+    objects_failed: int = 0
+    batches: int = 0
+    duration_seconds: float = 0.0
+    longest_batch_seconds: float = 0.0
+    stopped_by: str | None = None
+    tombstones_pruned: int = 0
+    timeouts: int = 0
+    final_batch_size: int = 0
+    outbox_pending: int = 0
+    vacuumed: bool = False
+    run_id: str | None = None
+    plan: CleanupPlan | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def add_drain(self, drain: DrainReport) -> None:
+        """Fold a phase-2 report into this one."""
+        self.objects_removed += drain.objects_removed
+        self.objects_absent += drain.objects_absent
+        self.objects_failed += drain.objects_failed
+        self.outbox_pending = drain.pending
+        self.errors.extend(drain.errors)
+        if drain.stopped_by and not self.stopped_by:
+            self.stopped_by = drain.stopped_by
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (Dagster metadata, logs)."""
+        return dict(_jsonable(self))
+
+    def to_markdown(self) -> str:
+        """The report as markdown (the Dagster run page)."""
+        title = "### Retention cleanup (dry run)" if self.dry_run else "### Retention cleanup"
+        skip = {"plan", "errors"}
+        if self.dry_run:
+            skip |= {"jobs_deleted", "events_deleted", "objects_queued", "objects_removed"}
+            skip |= {"objects_absent", "objects_failed", "tombstones_pruned", "vacuumed"}
+        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip]
+        parts = [title, "", _table(rows)]
+        if self.plan is not None:
+            plan = self.plan
+            parts += ["", "#### Plan", "", plan.would_do, ""]
+            plan_rows: list[tuple[str, Any]] = [
+                ("eligible jobs", plan.eligible_jobs),
+                *((f"status {k}", v) for k, v in sorted(plan.jobs_by_status.items())),
+                ("oldest expiry", plan.oldest_expiry),
+                ("newest expiry", plan.newest_expiry),
+                ("events", plan.events),
+                ("objects", plan.objects),
+                ("expired but processing (kept)", plan.skipped_processing),
+                ("expired but on hold (kept)", plan.skipped_on_hold),
+                ("tombstones to prune", plan.tombstones_to_prune),
+                ("outbox pending", plan.outbox_pending),
+                ("batches", plan.batches),
+                ("minimum duration (rate limits)", plan.min_duration_seconds),
+            ]
+            parts.append(_table(plan_rows))
+            if plan.sample_job_ids:
+                parts += ["", "Sample job ids: " + ", ".join(f"`{j}`" for j in plan.sample_job_ids)]
+        if self.errors:
+            parts += ["", "Errors (redacted):", *(f"- `{e}`" for e in self.errors[:20])]
+        return "\n".join(parts)
+
+
+@dataclass
+class ReconcileReport:
+    """Orphan reconciliation: objects without a job row, and job rows without their objects."""
+
+    dry_run: bool = True
+    objects_listed: int = 0
+    orphans_found: int = 0
+    orphans_queued: int = 0
+    inside_grace_skipped: int = 0
+    pending_in_outbox: int = 0
+    unparseable_keys: int = 0
+    missing_objects: int = 0
+    duration_seconds: float = 0.0
+    run_id: str | None = None
+    orphan_sample: list[str] = field(default_factory=list)
+    unparseable_sample: list[str] = field(default_factory=list)
+    missing_sample: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values."""
+        return dict(_jsonable(self))
+
+    def to_markdown(self) -> str:
+        """The report as markdown."""
+        samples = {"orphan_sample", "unparseable_sample", "missing_sample"}
+        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in samples]
+        parts = ["### Orphan reconciliation" + (" (dry run)" if self.dry_run else ""), "", _table(rows)]
+        if self.orphan_sample:
+            parts += ["", "Orphans: " + ", ".join(f"`{k}`" for k in self.orphan_sample)]
+        if self.unparseable_sample:
+            parts += ["", "Unparseable: " + ", ".join(f"`{k}`" for k in self.unparseable_sample)]
+        if self.missing_sample:
+            parts += ["", "Missing objects: " + ", ".join(f"`{j}`: `{k}`" for j, k in self.missing_sample)]
+        return "\n".join(parts)
