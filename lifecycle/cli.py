@@ -163,3 +163,122 @@ def metrics(counts: bool) -> None:
         finally:
             db.dispose()
     click.echo(lifecycle_metrics.exposition(), nl=False)
+
+
+def _open_storage(settings: Any) -> Any:
+    """The StorageRepo of ``SUPABASE_URL``, or ``None`` when storage is not configured."""
+    if not settings.supabase_url:
+        return None
+    from lifecycle.storage import StorageRepo
+
+    return StorageRepo.from_settings(settings)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Select and report only; write nothing.")
+@click.option("--drain-only", is_flag=True, help="Only remove the objects queued in the outbox (phase 2).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Jobs per transaction.")
+@click.option("--max-jobs-per-second", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-objects-per-second", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-jobs", type=click.IntRange(min=1), default=None, help="Stop after this many jobs.")
+@click.option("--max-runtime-seconds", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option(
+    "--vacuum/--no-vacuum", default=None, help="VACUUM (ANALYZE) jobs afterwards (default: after big runs)."
+)
+@click.option("--run-id", default=None, help="Recorded on tombstones and outbox rows.")
+@handle_errors
+def cleanup(
+    dry_run: bool,
+    drain_only: bool,
+    batch_size: int | None,
+    max_jobs_per_second: float | None,
+    max_objects_per_second: float | None,
+    max_jobs: int | None,
+    max_runtime_seconds: float | None,
+    vacuum: bool | None,
+    run_id: str | None,
+) -> None:
+    """Delete expired jobs and their objects (retention), in batches, crash-safe."""
+    from rich.console import Console
+
+    from lifecycle import retention
+    from lifecycle.retention import console as rendering
+
+    settings = load_settings()
+    db = open_database(settings)
+    storage = _open_storage(settings)
+    out, err = Console(), Console(stderr=True)
+    try:
+        if drain_only:
+            if storage is None:
+                raise errors.ConfigurationError("SUPABASE_URL is not set", variable="SUPABASE_URL")
+            with rendering.progress_bar(err) as progress:
+                drained = retention.drain_outbox(
+                    db,
+                    storage,
+                    max_objects_per_second=max_objects_per_second,
+                    max_runtime_seconds=max_runtime_seconds,
+                    run_id=run_id,
+                    progress=progress,
+                )
+            out.print(rendering.report_table(drained, "Outbox drain"))
+            return
+        if storage is None and not dry_run:
+            err.print("storage is not configured (SUPABASE_URL): objects stay queued in the outbox")
+        with rendering.progress_bar(err) as progress:
+            report = retention.cleanup(
+                db,
+                storage,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                max_jobs_per_second=max_jobs_per_second,
+                max_objects_per_second=max_objects_per_second,
+                max_jobs=max_jobs,
+                max_runtime_seconds=max_runtime_seconds,
+                run_id=run_id,
+                progress=None if dry_run else progress,
+                vacuum=vacuum,
+            )
+        out.print(rendering.report_table(report, "Retention cleanup" + (" (dry run)" if dry_run else "")))
+        plan = rendering.plan_table(report)
+        if plan is not None:
+            out.print(plan)
+    finally:
+        if storage is not None:
+            storage.close()
+        db.dispose()
+
+
+@main.command()
+@click.option("--apply", "apply_", is_flag=True, help="Queue the orphans for removal (default: report only).")
+@click.option("--grace-seconds", type=click.IntRange(min=0), default=3600, show_default=True)
+@click.option("--run-id", default=None)
+@handle_errors
+def reconcile(apply_: bool, grace_seconds: int, run_id: str | None) -> None:
+    """Find stored objects whose job row is gone (and rows whose objects are gone)."""
+    from rich.console import Console
+
+    from lifecycle import retention
+    from lifecycle.retention import console as rendering
+
+    settings = load_settings()
+    db = open_database(settings)
+    storage = _open_storage(settings)
+    try:
+        if storage is None:
+            raise errors.ConfigurationError("SUPABASE_URL is not set", variable="SUPABASE_URL")
+        report = retention.reconcile_orphans(
+            db, storage, dry_run=not apply_, grace_seconds=grace_seconds, run_id=run_id
+        )
+    finally:
+        if storage is not None:
+            storage.close()
+        db.dispose()
+    out = Console()
+    out.print(rendering.report_table(report, "Orphan reconciliation" + ("" if apply_ else " (dry run)")))
+    for key in report.orphan_sample:
+        out.print(f"orphan: {key}")
+    for job_id, key in report.missing_sample:
+        out.print(f"missing: job {job_id} {key}")
+    if apply_ and report.orphans_queued:
+        out.print(f"queued {report.orphans_queued}; `lifecycle cleanup --drain-only` removes them")
