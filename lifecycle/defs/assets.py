@@ -32,7 +32,7 @@ def database_schema(context: dg.AssetExecutionContext, database: DatabaseResourc
 def storage_buckets(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     result = storage.repo.ensure_buckets()
     created = sorted(_names(result, "created"))
-    existing = sorted(_names(result, "existing"))
+    existing = sorted(_names(result, "existed"))
     context.log.info(f"buckets created={created} existing={existing}")
     return dg.MaterializeResult(
         metadata={

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from lifecycle.db import Database
 from lifecycle.settings import Settings
+from lifecycle.storage import StorageRepo
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -64,19 +65,16 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     bucket: str | None = Field(
         default=None, description="One bucket with sources/ and results/ prefixes, instead of two buckets."
     )
-    _repo: Any = PrivateAttr(default=None)
+    _repo: StorageRepo | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        from lifecycle.storage import StorageRepo
-
         self._repo = StorageRepo.from_settings(self.settings())
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         repo, self._repo = self._repo, None
         try:
-            close = getattr(repo, "close", None)
-            if close is not None:
-                close()
+            if repo is not None:
+                repo.close()
         finally:
             self._repo = None
 
@@ -94,7 +92,7 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
     @property
-    def repo(self) -> Any:
+    def repo(self) -> StorageRepo:
         """The ``StorageRepo`` of this run."""
         if self._repo is None:
             raise RuntimeError("StorageResource used outside a run: setup_for_execution was not called")

@@ -158,14 +158,10 @@ def _storage(settings: Settings, home: Path, stack: _Stack) -> tuple[str, str]:
         _say(f"using Storage at {settings.supabase_url}")
         return settings.supabase_url, settings.supabase_service_role_key.get_secret_value()
 
-    try:
-        from lifecycle.devstack import storage_server  # type: ignore[attr-defined]
-    except ImportError:  # the local Storage server is being built (issue 4)
-        _say("local Storage server not available: storage steps skipped")
-        return "http://127.0.0.1:1", "unavailable"
+    from lifecycle.devstack.storage_server import start_storage_server
 
     _say(f"starting the local Storage server (data in {home / 'storage'})")
-    server = storage_server.start_subprocess(home / "storage")
+    server = start_storage_server(home / "storage")
     stack.stoppers.append(server.stop)
     return server.url, server.service_role_key
 
@@ -179,24 +175,27 @@ def _bootstrap(settings: Settings, app_url: str) -> None:
         before = migrate.current_revision(db.engine)
         after = migrate.upgrade(db.engine)
         _say(f"schema {before or 'base'} -> {after}" if before != after else f"schema at {after}")
-        try:
-            from lifecycle import seeding  # type: ignore[attr-defined]
-            from lifecycle.storage import StorageRepo
-        except ImportError:  # storage and seeding are being built (issues 3 and 4)
-            _say("storage or seeding not available yet: no buckets, no demo data")
-            return
-        storage = StorageRepo.from_settings(settings)
-        storage.ensure_buckets()
-        from lifecycle.status_counts import status_counts
+        from lifecycle import seeding
+        from lifecycle.storage import StorageRepo
 
-        if status_counts(db).total == 0:
-            # Seeded once: a database that has ever held jobs is left alone (no duplicate demo).
-            summary = seeding.seed(
-                db, n_jobs=DEMO_JOBS, expired_fraction=DEMO_EXPIRED_FRACTION, seed=1, storage=storage
-            )
-            _say("demo data: " + seeding.format_summary(summary).replace("\n", "; "))
-        else:
-            _say("jobs already present: no demo data added")
+        storage = StorageRepo.from_settings(settings)
+        try:
+            buckets = storage.ensure_buckets()
+            _say(f"buckets: created {list(buckets.created)}, existing {list(buckets.existed)}")
+            from lifecycle.status_counts import status_counts
+
+            marker = settings.lifecycle_home.resolve() / "demo-seeded"
+            # Seeded once: the marker, or any job already there, means "leave the data alone".
+            if not marker.exists() and status_counts(db).total == 0:
+                summary = seeding.seed(
+                    db, n_jobs=DEMO_JOBS, expired_fraction=DEMO_EXPIRED_FRACTION, seed=1, storage=storage
+                )
+                marker.write_text("demo data seeded once by `lifecycle dev`; delete to seed again\n")
+                _say("demo data: " + seeding.format_summary(summary).replace("\n", "; "))
+            else:
+                _say("demo data already seeded: nothing added")
+        finally:
+            storage.close()
     finally:
         db.dispose()
 
