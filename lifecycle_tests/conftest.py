@@ -229,15 +229,17 @@ def storage_settings(storage_server: StorageEndpoint) -> Iterator[Settings]:
 
 def _drop_bucket(endpoint: StorageEndpoint, bucket: str) -> None:
     """Empty and delete a test bucket (best effort: it may never have been created)."""
+    import httpx
     from storage3.exceptions import StorageApiError
-    from supabase import create_client
+    from supabase import ClientOptions, create_client
 
-    client = create_client(endpoint.url, endpoint.service_role_key)
-    try:
-        client.storage.empty_bucket(bucket)
-        client.storage.delete_bucket(bucket)
-    except StorageApiError:
-        pass
+    with httpx.Client(timeout=30) as http:
+        client = create_client(endpoint.url, endpoint.service_role_key, ClientOptions(httpx_client=http))
+        try:
+            client.storage.empty_bucket(bucket)
+            client.storage.delete_bucket(bucket)
+        except StorageApiError:
+            pass
 
 
 @pytest.fixture

@@ -173,11 +173,17 @@ class StorageRepo:
         )
 
     @classmethod
-    def connect(cls, url: str, key: str, **kwargs: Any) -> StorageRepo:
-        """A repo for the project at ``url`` with API key ``key`` (``kwargs`` as for the constructor)."""
+    def connect(
+        cls, url: str, key: str, *, http_client: httpx.Client | None = None, **kwargs: Any
+    ) -> StorageRepo:
+        """A repo for the project at ``url`` with API key ``key`` (``kwargs`` as for the constructor).
+
+        ``http_client`` replaces the default one (30 s timeout); the repo closes it on ``close()``.
+        """
         from supabase import ClientOptions, create_client
 
-        http_client = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
+        if http_client is None:
+            http_client = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
         try:
             supabase = create_client(url, key, options=ClientOptions(httpx_client=http_client))
             storage = supabase.storage
