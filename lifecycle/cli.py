@@ -282,3 +282,18 @@ def reconcile(apply_: bool, grace_seconds: int, run_id: str | None) -> None:
         out.print(f"missing: job {job_id} {key}")
     if apply_ and report.orphans_queued:
         out.print(f"queued {report.orphans_queued}; `lifecycle cleanup --drain-only` removes them")
+
+
+@main.command()
+@handle_errors
+def bootstrap() -> None:
+    """Create the storage buckets that are missing (private); idempotent."""
+    from lifecycle.storage import StorageRepo
+
+    settings = load_settings()
+    with StorageRepo.from_settings(settings) as storage:
+        report = storage.ensure_buckets()
+    for bucket in report.created:
+        click.echo(f"created bucket {bucket}")
+    for bucket in report.existed:
+        click.echo(f"bucket {bucket} exists")
