@@ -1,0 +1,59 @@
+"""Seeding: every status, events that replay, the expired share, processing jobs with a lease."""
+
+from __future__ import annotations
+
+import pytest
+
+from lifecycle import errors, seeding
+from lifecycle.states import JobStatus
+
+
+def test_seed_thousand_jobs(db, raw):
+    summary = seeding.seed(db, n_jobs=1000, expired_fraction=0.3, seed=7)
+    counts = dict(raw.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+    assert set(counts) == {s.value for s in JobStatus}
+    assert sum(counts.values()) == summary.jobs == 1000
+    assert counts == dict(summary.by_status)
+    expired = raw.execute("SELECT count(*) FROM jobs WHERE expires_at <= now()").fetchone()[0]
+    assert expired == summary.expired == 300
+    assert (
+        raw.execute(
+            "SELECT count(*) FROM jobs WHERE status = 'processing' AND expires_at <= now()"
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        raw.execute(
+            "SELECT count(*) FROM jobs WHERE (status = 'processing') <> (lease_expires_at IS NOT NULL)"
+        ).fetchone()[0]
+        == 0
+    )
+    assert raw.execute("SELECT count(*) FROM job_events").fetchone()[0] == summary.events
+    # The last status event of every job names its current status.
+    mismatched = raw.execute(
+        """
+        SELECT count(*) FROM jobs j
+        JOIN LATERAL (
+            SELECT to_status FROM job_events e WHERE e.job_id = j.id AND e.to_status IS NOT NULL
+            ORDER BY ts DESC, id DESC LIMIT 1
+        ) last ON true
+        WHERE last.to_status <> j.status
+        """
+    ).fetchone()[0]
+    assert mismatched == 0
+    params = raw.execute("SELECT params FROM jobs LIMIT 1").fetchone()[0]
+    assert {"source", "clip", "format"} <= set(params)
+    text = seeding.format_summary(summary)
+    assert "1000 jobs" in text
+    assert "300 already expired" in text
+
+
+def test_seed_is_repeatable_and_validates(db, raw):
+    a = seeding.seed(db, n_jobs=20, expired_fraction=0.0, seed=1)
+    assert a.expired == 0
+    assert seeding.seed(db, n_jobs=0, expired_fraction=0.5).jobs == 0
+    with pytest.raises(errors.InvalidInput):
+        seeding.seed(db, n_jobs=-1, expired_fraction=0.1)
+    with pytest.raises(errors.InvalidInput):
+        seeding.seed(db, n_jobs=1, expired_fraction=1.5)
+    assert raw.execute("SELECT count(*) FROM jobs").fetchone()[0] == 20
