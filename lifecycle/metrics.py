@@ -272,3 +272,17 @@ def sample(name: str, **labels: str) -> float:
     """The current value of one sample (0.0 when it was never observed)."""
     value = metrics().registry.get_sample_value(name, labels)
     return 0.0 if value is None else float(value)
+
+
+_run_baseline: dict[str, float] | None = None
+
+
+def mark_run_start() -> None:
+    """Remember the current values as the start of a run (a Dagster resource calls this in setup)."""
+    global _run_baseline
+    _run_baseline = snapshot()
+
+
+def run_metadata() -> dict[str, float]:
+    """What changed since ``mark_run_start`` (everything, if it was never called), as plain numbers."""
+    return since(_run_baseline or {})

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from lifecycle import metrics
 from lifecycle import status_counts as counts
 from lifecycle.db import migrate
 from lifecycle.defs.resources import DatabaseResource, StorageResource
@@ -50,6 +51,7 @@ def storage_buckets(context: dg.AssetExecutionContext, storage: StorageResource)
 )
 def job_status_counts(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     snapshot = counts.status_counts(database.db)
+    metrics.set_status_gauges(snapshot)  # pushed with the run's other metrics (Pushgateway)
     metadata: dict[str, dg.MetadataValue] = {
         f"jobs_{status}": dg.MetadataValue.int(n) for status, n in snapshot.by_status.items()
     }

@@ -11,7 +11,7 @@ from uuid import UUID
 import dagster as dg
 from pydantic import Field
 
-from lifecycle import errors, transitions
+from lifecycle import errors, metrics, transitions
 from lifecycle.defs.resources import DatabaseResource, StorageResource
 
 #: The run tag that names the job a ``purge_job`` run erases.
@@ -37,6 +37,9 @@ def _metadata(values: dict[str, Any], markdown: str) -> dict[str, dg.MetadataVal
             metadata[key] = dg.MetadataValue.text(value)
         elif value is not None:
             metadata[key] = dg.MetadataValue.json(value)
+    # The run's repository/storage durations and counts (metric deltas since the run started).
+    for key, number in metrics.run_metadata().items():
+        metadata.setdefault(f"metrics/{key}", dg.MetadataValue.float(number))
     return metadata
 
 

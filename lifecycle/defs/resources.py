@@ -9,7 +9,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from lifecycle import logs, metrics
 from lifecycle.db import Database
+from lifecycle.redaction import REDACTED, redact_url
 from lifecycle.settings import Settings
 from lifecycle.storage import StorageRepo
 
@@ -32,9 +34,14 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     _database: Database | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        settings = _settings(database_pool_size=self.pool_size)
+        # Redacted JSON logs (jobId/runId bound) for the run's own and library lines, and a
+        # metrics baseline so the run reports only what it did.
+        logs.configure(settings)
+        metrics.mark_run_start()
         self._database = Database.from_url(
             self.url,
-            settings=_settings(database_pool_size=self.pool_size),
+            settings=settings,
             pool_size=self.pool_size,
             prepare_threshold=self.prepare_threshold,
         )
@@ -46,6 +53,14 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 database.dispose()
         finally:
             self._database = None
+            # Batch runs push to the Pushgateway when PROMETHEUS_PUSHGATEWAY_URL is set (never fails).
+            if context.run is not None:
+                metrics.push_to_gateway(_settings(), job=context.run.job_name)
+
+    def __repr_args__(self) -> Any:
+        # The URL carries the password: never in a repr, str or log line.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "url" and isinstance(value, str) else value
 
     @property
     def db(self) -> Database:
@@ -69,6 +84,11 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._repo = StorageRepo.from_settings(self.settings())
+
+    def __repr_args__(self) -> Any:
+        # The service-role key is a credential: never in a repr, str or log line.
+        for name, value in super().__repr_args__():
+            yield name, REDACTED if name == "service_role_key" and value else value
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         repo, self._repo = self._repo, None
