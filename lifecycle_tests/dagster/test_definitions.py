@@ -14,7 +14,7 @@ def test_the_lazy_code_location_loads() -> None:
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
     repo = loaded.get_repository_def()
-    assert JOBS <= {job.name for job in repo.get_all_jobs()}
+    assert {job.name for job in repo.get_all_jobs()} >= JOBS
     assert {"expired_jobs_sensor", "run_failure_logger"} <= {s.name for s in repo.sensor_defs}
 
 
@@ -29,7 +29,8 @@ def test_schedules_take_their_cron_from_settings_and_start_on() -> None:
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     sensor = repo.get_sensor_def("expired_jobs_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds is not None and sensor.minimum_interval_seconds <= 30
+    assert sensor.minimum_interval_seconds is not None
+    assert sensor.minimum_interval_seconds <= 30
 
 
 def test_resources_read_secrets_from_the_environment_only_at_run_time() -> None:

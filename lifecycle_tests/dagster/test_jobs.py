@@ -70,7 +70,7 @@ def test_retention_cleanup_dry_run_writes_nothing_then_real_run_deletes_the_back
     raw: Raw,
 ) -> None:
     _seed(storage_db, storage)
-    expired = _count(raw, f"SELECT count(*) FROM jobs WHERE {ELIGIBLE}")  # noqa: S608
+    expired = _count(raw, f"SELECT count(*) FROM jobs WHERE {ELIGIBLE}")
     total = _count(raw, "SELECT count(*) FROM jobs")
     assert expired > 0
 
@@ -86,7 +86,7 @@ def test_retention_cleanup_dry_run_writes_nothing_then_real_run_deletes_the_back
     assert real.success
     metadata = _output_metadata(real)
     assert metadata["jobs_deleted"] == expired
-    assert _count(raw, f"SELECT count(*) FROM jobs WHERE {ELIGIBLE}") == 0  # noqa: S608
+    assert _count(raw, f"SELECT count(*) FROM jobs WHERE {ELIGIBLE}") == 0
     assert _count(raw, "SELECT count(*) FROM jobs") == total - expired
     # Every tombstone names the run that deleted the job; the outbox was drained.
     assert _count(raw, "SELECT count(*) FROM job_deletions WHERE run_id = %s", real.run_id) == expired
@@ -117,13 +117,14 @@ def test_purge_job_run_has_the_tag_its_log_names_the_job_and_the_tombstone_has_t
     )
     assert result.success
     run = instance.get_run_by_id(result.run_id)
-    assert run is not None and run.tags[JOB_ID_TAG] == str(job.id)
+    assert run is not None
+    assert run.tags[JOB_ID_TAG] == str(job.id)
     assert any(f"jobId={job.id}" in m for m in _messages(instance, result.run_id))
     row = raw.execute("SELECT run_id, reason FROM job_deletions WHERE job_id = %s", (job.id,)).fetchone()
     assert row == (result.run_id, "erasure")
     assert _count(raw, "SELECT count(*) FROM jobs WHERE id = %s", job.id) == 0
     assert _count(raw, "SELECT count(*) FROM jobs WHERE id = %s", other.id) == 1
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the object is gone (any storage error)
+    with pytest.raises(Exception):  # noqa: B017 - the object is gone (any storage error)
         storage.download(key)
 
 
@@ -135,7 +136,8 @@ def test_purge_job_launched_without_the_tag_gets_it(
     result = _run(defs, "purge_job", resources, instance, {"job_id": str(job.id)})
     assert result.success
     run = instance.get_run_by_id(result.run_id)
-    assert run is not None and run.tags[JOB_ID_TAG] == str(job.id)
+    assert run is not None
+    assert run.tags[JOB_ID_TAG] == str(job.id)
     runs = instance.get_runs(filters=dg.RunsFilter(tags={JOB_ID_TAG: str(job.id)}))
     assert [r.run_id for r in runs] == [result.run_id]
 
@@ -205,11 +207,13 @@ def test_transition_batch_dry_run_then_real_run_with_limit(
     config = {"from_status": "failed", "to_status": "queued", "limit": 3, "reason": "operator retry"}
 
     dry = _run(defs, "transition_batch", resources, instance, {**config, "dry_run": True})
-    assert dry.success and _output_metadata(dry)["moved"] == 3
+    assert dry.success
+    assert _output_metadata(dry)["moved"] == 3
     assert _count(raw, "SELECT count(*) FROM jobs WHERE status = 'failed'") == 5
 
     real = _run(defs, "transition_batch", resources, instance, config)
-    assert real.success and _output_metadata(real)["moved"] == 3
+    assert real.success
+    assert _output_metadata(real)["moved"] == 3
     assert _count(raw, "SELECT count(*) FROM jobs WHERE status = 'queued'") == 3
     assert (
         _count(
@@ -262,7 +266,8 @@ def test_reconcile_orphans_is_a_dry_run_by_default(
     result = _run(defs, "reconcile_orphans", resources, instance, {"grace_seconds": 0})
     assert result.success
     metadata = _output_metadata(result)
-    assert metadata["dry_run"] is True and metadata["orphans_found"] == 1
+    assert metadata["dry_run"] is True
+    assert metadata["orphans_found"] == 1
     assert _count(raw, "SELECT count(*) FROM storage_deletions") == 0
 
     real = _run(defs, "reconcile_orphans", resources, instance, {"grace_seconds": 0, "dry_run": False})
