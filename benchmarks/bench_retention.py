@@ -1,0 +1,324 @@
+"""Retention benchmark: phase 1 against raw psycopg deletes, and phase 2 against the plain client.
+
+    .venv/bin/python benchmarks/bench_retention.py [--jobs 1000000] [--quick] [--objects 10000]
+
+Phase 1, on N expired jobs with 5 events each (loaded once with COPY into a template database;
+every variant runs on a fresh copy of it, in its own process so peak RSS is its own):
+- ``unbounded``: one ``DELETE ... WHERE expires_at <= now() ...`` (the pg-boss/procrastinate way);
+- ``raw-1k`` / ``raw-10k``: batches selected ``FOR UPDATE SKIP LOCKED`` into an id array, then
+  ``DELETE ... WHERE id = ANY(ids)``, one transaction per batch;
+- ``ours-1k`` / ``ours-10k``: ``lifecycle.retention.cleanup(db, None, batch_size=n)`` (phase 1:
+  the same selection, plus outbox keys and a tombstone per job, same transaction).
+Measured at ``--quick`` (100k) and N (default 1M): jobs/s, longest transaction, peak RSS.
+Phase 2: ``drain_outbox`` removing ``--objects`` keys against the plain ``supabase`` client
+removing the same keys in calls of 1000, on the local Storage server.
+Uses ``LIFECYCLE_BENCH_DATABASE_URL`` (an admin URL) if set, else the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+SELECT_IDS = (
+    "SELECT id FROM jobs WHERE expires_at <= now() AND status <> 'processing' AND NOT retention_hold "
+    "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+UNBOUNDED = "DELETE FROM jobs WHERE expires_at <= now() AND status <> 'processing' AND NOT retention_hold"
+VARIANTS = ("unbounded", "raw-1k", "raw-10k", "ours-1k", "ours-10k")
+
+
+def _admin_url() -> tuple[str, object | None]:
+    url = os.environ.get("LIFECYCLE_BENCH_DATABASE_URL")
+    if url:
+        return url, None
+    from lifecycle.devstack.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(ROOT / ".lifecycle" / "bench").start()
+    return server.url("postgres"), server
+
+
+def _db_url(admin: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(admin)._replace(path="/" + name))
+
+
+def _create(admin: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if template:
+            q = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        else:
+            q = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        conn.execute(q)
+    return _db_url(admin, name)
+
+
+def _drop(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def build_template(admin: str, name: str, jobs: int) -> None:
+    """A migrated database with ``jobs`` expired jobs (2 keys each) and 5 events each, via COPY."""
+    import sqlalchemy as sa
+
+    from lifecycle.db import migrate
+    from lifecycle.db.engine import sqlalchemy_url
+
+    url = _create(admin, name)
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    started = time.perf_counter()
+    base = datetime.now(UTC) - timedelta(days=30)
+    with psycopg.connect(url) as conn:
+        ids = [uuid.uuid4() for _ in range(jobs)]
+        with conn.cursor().copy(
+            "COPY jobs (id, status, source_key, result_keys, expires_at, created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for i, job_id in enumerate(ids):
+                t = base + timedelta(milliseconds=i)
+                copy.write_row(
+                    (
+                        job_id,
+                        "succeeded",
+                        f"sources/{job_id}/source.mp4",
+                        [f"results/{job_id}/clip.mp4"],
+                        t,
+                        t,
+                        t,
+                    )
+                )
+        with conn.cursor().copy("COPY job_events (job_id, type, ts) FROM STDIN") as copy:
+            for i, job_id in enumerate(ids):
+                t = base + timedelta(milliseconds=i)
+                for _ in range(5):
+                    copy.write_row((job_id, "note", t))
+        conn.commit()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    print(
+        f"  loaded {jobs:,} jobs + {5 * jobs:,} events in {time.perf_counter() - started:.1f} s", flush=True
+    )
+
+
+def run_variant(variant: str, url: str) -> dict[str, float]:
+    """One variant on one fresh database (runs in a child process)."""
+    longest = 0.0
+    deleted = 0
+    started = time.perf_counter()
+    if variant == "unbounded":
+        with psycopg.connect(url) as conn:
+            t = time.perf_counter()
+            deleted = conn.execute(UNBOUNDED).rowcount
+            conn.commit()
+            longest = time.perf_counter() - t
+    elif variant.startswith("raw-"):
+        size = 1000 if variant == "raw-1k" else 10_000
+        with psycopg.connect(url) as conn:
+            while True:
+                t = time.perf_counter()
+                with conn.transaction():
+                    ids = [r[0] for r in conn.execute(SELECT_IDS, [size])]
+                    if ids:
+                        conn.execute("DELETE FROM jobs WHERE id = ANY(%s)", [ids])
+                longest = max(longest, time.perf_counter() - t)
+                deleted += len(ids)
+                if len(ids) < size:
+                    break
+    else:
+        from lifecycle.db import Database
+        from lifecycle.retention import cleanup
+        from lifecycle.settings import Settings
+
+        size = 1000 if variant == "ours-1k" else 10_000
+        settings = Settings.load(env={"CLEANUP_STATEMENT_TIMEOUT_MS": "60000"})
+        db = Database.from_url(url, settings=settings)
+        try:
+            report = cleanup(db, None, batch_size=size, vacuum=False)
+        finally:
+            db.dispose()
+        deleted, longest = report.jobs_deleted, report.longest_batch_seconds
+    elapsed = time.perf_counter() - started
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "jobs": deleted,
+        "seconds": elapsed,
+        "jobs_per_s": deleted / elapsed,
+        "longest_s": longest,
+        "rss_mb": rss_mb,
+    }
+
+
+def phase_one(admin: str, sizes: list[int]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for n in sizes:
+        template = f"bench_ret_tpl_{n}"
+        print(f"phase 1 at {n:,} jobs", flush=True)
+        build_template(admin, template, n)
+        for variant in VARIANTS:
+            name = f"bench_ret_{variant.replace('-', '_')}"
+            url = _create(admin, name, template)
+            try:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", variant, url],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+            finally:
+                _drop(admin, name)
+            result.update(variant=variant, n=n)
+            rows.append(result)
+            print(
+                f"  {variant:10} {result['jobs_per_s']:>9,.0f} jobs/s"
+                f"  longest {result['longest_s'] * 1000:7.1f} ms"
+                f"  rss {result['rss_mb']:6.1f} MB  ({result['jobs']:,} jobs in {result['seconds']:.1f} s)",
+                flush=True,
+            )
+        _drop(admin, template)
+    return rows
+
+
+def phase_two(admin: str, objects: int, rounds: int) -> dict[str, float]:
+    """drain_outbox vs the plain client removing the same keys (calls of 1000), median of rounds."""
+    import statistics
+
+    import httpx
+    from supabase import ClientOptions, create_client
+
+    from lifecycle.db import Database, migrate
+    from lifecycle.db.engine import sqlalchemy_url
+    from lifecycle.devstack.storage_server import Store, start_storage_server
+    from lifecycle.retention import drain_outbox
+    from lifecycle.storage import BucketLayout, StorageRepo, result_key
+
+    bucket = "bench"
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-retention-"))
+    server = start_storage_server(data_dir)
+    url = _create(admin, "bench_ret_phase2")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool)
+    migrate.upgrade(engine)
+    engine.dispose()
+    http = httpx.Client(timeout=60)
+    ours: list[float] = []
+    plain_times: list[float] = []
+    try:
+        repo = StorageRepo.connect(server.url, server.service_role_key, layout=BucketLayout.single(bucket))
+        repo.ensure_buckets()
+        plain = create_client(server.url, server.service_role_key, ClientOptions(httpx_client=http)).storage
+        store = Store(data_dir)
+        db = Database.from_url(url)
+        for _ in range(rounds):
+            keys = [result_key(uuid.uuid4(), "mp4") for _ in range(objects)]
+            for key in keys:
+                store.put(bucket, key, b"x" * 64, "video/mp4", "3600")
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("INSERT INTO storage_deletions (object_key) SELECT unnest(%s::text[])", [keys])
+            t = time.perf_counter()
+            report = drain_outbox(db, repo)
+            ours.append(time.perf_counter() - t)
+            assert report.objects_removed == objects, report
+            keys = [result_key(uuid.uuid4(), "mp4") for _ in range(objects)]
+            for key in keys:
+                store.put(bucket, key, b"x" * 64, "video/mp4", "3600")
+            t = time.perf_counter()
+            for i in range(0, objects, 1000):
+                removed = plain.from_(bucket).remove(keys[i : i + 1000])
+                assert len(removed) == len(keys[i : i + 1000])
+            plain_times.append(time.perf_counter() - t)
+        db.dispose()
+        repo.close()
+    finally:
+        http.close()
+        server.stop()
+        _drop(admin, "bench_ret_phase2")
+    o, p = statistics.median(ours), statistics.median(plain_times)
+    return {
+        "objects": objects,
+        "ours_s": o,
+        "plain_s": p,
+        "ours_per_s": objects / o,
+        "plain_per_s": objects / p,
+    }
+
+
+def table(rows: list[dict[str, object]], drain: dict[str, float] | None) -> str:
+    lines = [
+        "| jobs | variant | jobs/s | vs raw same batch | longest transaction | peak RSS |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    by = {(r["n"], r["variant"]): r for r in rows}
+    for r in rows:
+        ratio = ""
+        if str(r["variant"]).startswith("ours-"):
+            raw = by.get((r["n"], "raw-" + str(r["variant"])[5:]))
+            if raw:
+                ratio = f"{float(r['jobs_per_s']) / float(raw['jobs_per_s']):.2f}x"  # type: ignore[arg-type]
+        lines.append(
+            f"| {int(r['n']):,} | {r['variant']} | {float(r['jobs_per_s']):,.0f} | {ratio} | "  # type: ignore[call-overload]
+            f"{float(r['longest_s']) * 1000:,.0f} ms | {float(r['rss_mb']):.0f} MB |"  # type: ignore[arg-type]
+        )
+    if drain:
+        lines += [
+            "",
+            "| phase 2 | objects | seconds | objects/s |",
+            "|---|---:|---:|---:|",
+            f"| drain_outbox | {int(drain['objects']):,} | {drain['ours_s']:.2f} | "
+            f"{drain['ours_per_s']:,.0f} |",
+            f"| plain client remove (1000/call) | {int(drain['objects']):,} | {drain['plain_s']:.2f} | "
+            f"{drain['plain_per_s']:,.0f} |",
+            f"| ratio | | | {drain['ours_per_s'] / drain['plain_per_s']:.2f}x |",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        print(json.dumps(run_variant(sys.argv[2], sys.argv[3])))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100k jobs only")
+    parser.add_argument("--objects", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-phase2", action="store_true")
+    args = parser.parse_args()
+    sizes = [100_000] if args.quick else sorted({100_000, args.jobs})
+    admin, server = _admin_url()
+    try:
+        rows = phase_one(admin, sizes)
+        drain = None if args.skip_phase2 else phase_two(admin, args.objects, args.rounds)
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+    print()
+    print(table(rows, drain))
+
+
+if __name__ == "__main__":
+    main()
