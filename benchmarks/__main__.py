@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import subprocess
 import sys
 
 import benchmarks
@@ -23,19 +24,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("areas", nargs="*", help=f"areas to run (default: all of {', '.join(areas)})")
     parser.add_argument("--quick", action="store_true", help="smaller data and fewer rounds")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    modules = {area: importlib.import_module(f"benchmarks.bench_{area}") for area in areas}
+    known, _ = parser.parse_known_args(argv)
+    selected = known.areas or areas
+    unknown = [a for a in selected if a not in areas]
+    if unknown:
+        parser.error(f"unknown area(s): {', '.join(unknown)}; available: {', '.join(areas)}")
+    # Only the selected modules are imported (a module may be heavy or need services).
+    modules = {area: importlib.import_module(f"benchmarks.bench_{area}") for area in selected}
     for module in modules.values():
         if hasattr(module, "add_arguments"):
             module.add_arguments(parser)
     args = parser.parse_args(argv)
-    unknown = [a for a in args.areas if a not in modules]
-    if unknown:
-        parser.error(f"unknown area(s): {', '.join(unknown)}; available: {', '.join(areas)}")
-    server = BenchServer()
+    status = 0
+    server: BenchServer | None = None
+    facts: dict[str, str] = {}
     try:
-        facts = machine_facts(server)
-        for area in args.areas or areas:
-            module = modules[area]
+        for area, module in modules.items():
+            if not hasattr(module, "run"):
+                # A stand-alone script (its own main() and output): run it as such.
+                command = [sys.executable, "-m", f"benchmarks.bench_{area}"] + (
+                    ["--quick"] if args.quick else []
+                )
+                status |= subprocess.call(command)  # our own interpreter and module
+                continue
+            if server is None:
+                server = BenchServer()
+                facts = machine_facts(server)
             bench = Bench(server=server, quick=args.quick, options=args)
             report = module.run(bench)
             markdown = render_section(area, module.TITLE, report, facts, args.quick)
@@ -43,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_write:
                 write_section(area, markdown)
     finally:
-        server.close()
-    return 0
+        if server is not None:
+            server.close()
+    return status
 
 
 if __name__ == "__main__":

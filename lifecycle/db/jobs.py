@@ -57,23 +57,43 @@ _J_COLUMNS = ", ".join("j." + c.strip() for c in _COLUMNS.split(","))
 _UNSET: Any = object()
 
 
+_STATUS_BY_VALUE: Final = {status.value: status for status in JobStatus}
+
+
 def job_from_row(row: Any) -> Job:
-    """A ``Job`` from a row selected with the repository's column list."""
+    """A ``Job`` from a row whose first columns are the repository's column list."""
+    # Positional unpacking: pages build hundreds of records, and named access costs more.
+    (
+        id_,
+        status,
+        params,
+        source_key,
+        result_keys,
+        error,
+        attempts,
+        version,
+        lease_expires_at,
+        retention_hold,
+        api_key_id,
+        created_at,
+        updated_at,
+        expires_at,
+    ) = tuple(row)[:14]
     return Job(
-        id=row.id,
-        status=JobStatus(row.status),
-        params=row.params,
-        source_key=row.source_key,
-        result_keys=tuple(row.result_keys),
-        error=row.error,
-        attempts=row.attempts,
-        version=row.version,
-        lease_expires_at=row.lease_expires_at,
-        retention_hold=row.retention_hold,
-        api_key_id=row.api_key_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        expires_at=row.expires_at,
+        id=id_,
+        status=_STATUS_BY_VALUE[status],
+        params=params,
+        source_key=source_key,
+        result_keys=tuple(result_keys),
+        error=error,
+        attempts=attempts,
+        version=version,
+        lease_expires_at=lease_expires_at,
+        retention_hold=retention_hold,
+        api_key_id=api_key_id,
+        created_at=created_at,
+        updated_at=updated_at,
+        expires_at=expires_at,
     )
 
 
