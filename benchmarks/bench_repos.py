@@ -17,11 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bcrypt
+import sqlalchemy as sa
 
 from benchmarks.harness import Bench, Report, Row, compare_rounds, percentile
+from lifecycle.db import Database
 from lifecycle.db._common import encode_cursor
+from lifecycle.db.engine import sqlalchemy_url
 from lifecycle.settings import Settings
-from lifecycle.states import JobStatus
+from lifecycle.states import JobStatus, allowed_sources
 
 AREA = "repos"
 TITLE = "Repositories: transitions, batches, pages, claims, API keys"
@@ -111,6 +114,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _engine_without_ping(url: str, pool_size: int) -> sa.Engine:
+    """An engine like ``Database.from_url``'s, minus ``pool_pre_ping``."""
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=10,
+        hide_parameters=True,
+        connect_args={"prepare_threshold": _settings().database_prepare_threshold},
+    )
+
+
 def _settings() -> Settings:
     return Settings.load(env={})
 
@@ -151,13 +165,13 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
     per_round = (400 if bench.quick else 2000) // connections * connections
     rounds = 3 if bench.quick else 5
     settings = _settings()
-    sources = sorted(s.value for s in __import__("lifecycle.states").states.allowed_sources(target))
+    sources = sorted(s.value for s in allowed_sources(target))
     with bench.database() as url:
         admin = bench.raw_connect(url, autocommit=True)
         db = bench.project_db(url, pool_size=connections)
         raws = [bench.raw_connect(url) for _ in range(connections)]
         try:
-            ids = _load_queued(admin, per_round * rounds * 2)
+            ids = _load_queued(admin, per_round * rounds * 3)
             chunks = [ids[i : i + per_round] for i in range(0, len(ids), per_round)]
 
             def run_parallel(work: Callable[[int, list[uuid.UUID]], None], chunk: list[uuid.UUID]) -> float:
@@ -187,10 +201,13 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
                         assert row is not None
 
             p, r, _, _ = compare_rounds(
-                lambda k: run_parallel(project_work, chunks[2 * k]),
-                lambda k: run_parallel(raw_work, chunks[2 * k + 1]),
+                lambda k: run_parallel(project_work, chunks[3 * k]),
+                lambda k: run_parallel(raw_work, chunks[3 * k + 1]),
                 rounds,
             )
+            # The same project code on an engine without pool pre-ping: what the ping round trip costs.
+            db = Database(_engine_without_ping(url, connections), db.settings)
+            no_ping = statistics.median(run_parallel(project_work, chunks[3 * k + 2]) for k in range(rounds))
         finally:
             db.dispose()
             for conn in raws:
@@ -205,6 +222,15 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
             r,
             target=0.8,
             note=f"{form}; one transaction each; {per_round}/round, {rounds} rounds",
+        )
+    )
+    report.rows.append(
+        Row(
+            f"transition queued->{target.value}, {connections} connection(s), engine without pre-ping",
+            "transitions/s",
+            no_ping,
+            r,
+            note="same project code; SQLAlchemy pool_pre_ping=False (engine.py sets it True)",
         )
     )
 

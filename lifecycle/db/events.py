@@ -97,12 +97,24 @@ class JobEventsRepo:
             return self._page(job_uuid, limit, after)
 
     def list(
-        self, job_id: UUID | str, limit: int = 1000, after: str | None = None
+        self, job_id: UUID | str, limit: int | None = None, after: str | None = None
     ) -> builtins.list[JobEvent]:
-        """A job's events (up to ``limit``), oldest first. An unknown job has none."""
+        """A job's events, oldest first: all of them, or the first ``limit`` (after ``after``).
+
+        An unknown job has none. ``page`` gives the same events one page at a time.
+        """
         job_uuid = as_uuid(job_id, "job_id")
         with operation("events", "list", job_uuid):
-            return builtins.list(self._page(job_uuid, limit, after).items)
+            if limit is not None:
+                return builtins.list(self._page(job_uuid, limit, after).items)
+            events: builtins.list[JobEvent] = []
+            cursor = after
+            while True:
+                page = self._page(job_uuid, MAX_PAGE, cursor)
+                events.extend(page.items)
+                if page.next_cursor is None:
+                    return events
+                cursor = page.next_cursor
 
     def _page(self, job_uuid: UUID, limit: int, after: str | None) -> Page[JobEvent]:
         check_limit(limit, maximum=MAX_PAGE)

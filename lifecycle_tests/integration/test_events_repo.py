@@ -92,3 +92,17 @@ def test_list_bad_cursor_and_limit(db, after):
         tx.events.list(job.id, after=after)
     with pytest.raises(errors.InvalidInput), db.transaction() as tx:
         tx.events.list(job.id, limit=0)
+
+
+def test_list_without_limit_returns_every_event(db, raw, monkeypatch):
+    from lifecycle.db import events as events_module
+
+    monkeypatch.setattr(events_module, "MAX_PAGE", 3)
+    job = job_in(db, JobStatus.QUEUED)
+    with db.transaction() as tx:
+        for i in range(7):
+            tx.events.add(job.id, "note", data={"i": i})
+    with db.transaction() as tx:
+        listed = tx.events.list(job.id)
+    assert [e.id for e in listed] == [e["id"] for e in events(raw, job.id)]
+    assert len(listed) == 8

@@ -57,3 +57,18 @@ def test_seed_is_repeatable_and_validates(db, raw):
     with pytest.raises(errors.InvalidInput):
         seeding.seed(db, n_jobs=1, expired_fraction=1.5)
     assert raw.execute("SELECT count(*) FROM jobs").fetchone()[0] == 20
+
+
+def test_seed_with_objects_records_and_uploads_them(db, raw, storage):
+    summary = seeding.seed(db, n_jobs=20, expired_fraction=0.2, seed=3, storage=storage)
+    rows = raw.execute("SELECT id, status, source_key, result_keys FROM jobs").fetchall()
+    assert all(source for _, _, source, _ in rows)
+    succeeded = [r for r in rows if r[1] == "succeeded"]
+    assert succeeded
+    assert all(len(keys) == 1 for _, status, _, keys in rows if status == "succeeded")
+    assert all(keys == [] for _, status, _, keys in rows if status != "succeeded")
+    assert summary.objects == len(rows) + len(succeeded)
+    job_id, _, source, keys = succeeded[0]
+    assert storage.download(source).startswith(b"\x00\x00\x00\x18ftyp")
+    assert storage.download(keys[0])
+    assert source == f"sources/{job_id}/source.mp4"
