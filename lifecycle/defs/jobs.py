@@ -51,6 +51,9 @@ def _log_jobs(context: dg.OpExecutionContext, ids: list[UUID], total: int, what:
         context.log.info(f"... and {total - min(len(ids), LOG_EACH_JOB_LIMIT)} more jobs {what}")
 
 
+# Every job below has one op: running it in the run's own process (in_process_executor) saves a
+# subprocess start, about 5 s per run.
+
 # -- retention cleanup ------------------------------------------------------------------------------
 
 
@@ -108,6 +111,7 @@ def retention_cleanup_op(
 
 
 @dg.job(
+    executor_def=dg.in_process_executor,
     description="Retention cleanup: expired jobs, their events and objects (one run at a time).",
     tags=RETENTION_TAGS,
 )
@@ -146,7 +150,10 @@ def rescue_stale_jobs_op(
     return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
 
 
-@dg.job(description="Requeue (or fail) processing jobs whose worker lease expired.")
+@dg.job(
+    description="Requeue (or fail) processing jobs whose worker lease expired.",
+    executor_def=dg.in_process_executor,
+)
 def rescue_stale_jobs() -> None:
     rescue_stale_jobs_op()
 
@@ -196,7 +203,10 @@ def transition_batch_op(
     return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
 
 
-@dg.job(description="An operator's batch status change, e.g. retry failed jobs created before a date.")
+@dg.job(
+    description="An operator's batch status change, e.g. retry failed jobs created before a date.",
+    executor_def=dg.in_process_executor,
+)
 def transition_batch() -> None:
     transition_batch_op()
 
@@ -240,7 +250,10 @@ def purge_job_op(
     return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
 
 
-@dg.job(description="Erase one job now (right to erasure); the run carries the tag lifecycle/job_id.")
+@dg.job(
+    description="Erase one job now (right to erasure); the run carries the tag lifecycle/job_id.",
+    executor_def=dg.in_process_executor,
+)
 def purge_job() -> None:
     purge_job_op()
 
@@ -281,7 +294,10 @@ def reconcile_orphans_op(
     return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
 
 
-@dg.job(description="Find (and, with dry_run false, queue for deletion) objects without a job row.")
+@dg.job(
+    description="Find (and, with dry_run false, queue for deletion) objects without a job row.",
+    executor_def=dg.in_process_executor,
+)
 def reconcile_orphans() -> None:
     reconcile_orphans_op()
 
