@@ -108,7 +108,8 @@ def _prepare(settings: Settings, home: Path, stack: _Stack) -> dict[str, str]:
     app_settings = settings.model_copy(
         update={"supabase_url": storage_url, "supabase_service_role_key": _secret(storage_key)}
     )
-    _bootstrap(app_settings, app_url)
+    # Demo data only goes into the embedded database, never into a configured (real) project.
+    _bootstrap(app_settings, app_url, demo=settings.database_url is None)
 
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
@@ -166,8 +167,8 @@ def _storage(settings: Settings, home: Path, stack: _Stack) -> tuple[str, str]:
     return server.url, server.service_role_key
 
 
-def _bootstrap(settings: Settings, app_url: str) -> None:
-    """Migrations, buckets, and demo data when the jobs table is empty."""
+def _bootstrap(settings: Settings, app_url: str, *, demo: bool) -> None:
+    """Migrations, buckets, and (``demo``) demo data once, when the jobs table is empty."""
     from lifecycle.db import Database, migrate
 
     db = Database.from_url(app_url, settings=settings)
@@ -186,7 +187,9 @@ def _bootstrap(settings: Settings, app_url: str) -> None:
 
             marker = settings.lifecycle_home.resolve() / "demo-seeded"
             # Seeded once: the marker, or any job already there, means "leave the data alone".
-            if not marker.exists() and status_counts(db).total == 0:
+            if not demo:
+                _say("DATABASE_URL is set: no demo data")
+            elif not marker.exists() and status_counts(db).total == 0:
                 summary = seeding.seed(
                     db, n_jobs=DEMO_JOBS, expired_fraction=DEMO_EXPIRED_FRACTION, seed=1, storage=storage
                 )
