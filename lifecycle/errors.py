@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from lifecycle.redaction import redact_known
+
 
 class LifecycleError(Exception):
     """A lifecycle operation failed."""
 
     def __init__(self, message: str | None = None, **context: Any) -> None:
-        self.message = message or (self.__doc__ or type(self).__name__).strip()
+        # Redacted here too (defence in depth): str, repr and args never carry a known secret.
+        self.message = redact_known(message or (self.__doc__ or type(self).__name__).strip())
         self.context = context
         for name, value in context.items():
             setattr(self, name, value)
@@ -25,7 +28,7 @@ class LifecycleError(Exception):
         if not self.context:
             return self.message
         details = ", ".join(f"{k}={v}" for k, v in self.context.items() if v is not None)
-        return f"{self.message} ({details})" if details else self.message
+        return redact_known(f"{self.message} ({details})") if details else self.message
 
 
 class JobNotFound(LifecycleError):

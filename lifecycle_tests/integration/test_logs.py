@@ -159,8 +159,10 @@ def test_console_format_and_level(restore_logging: None) -> None:
 
 def test_configure_is_idempotent(restore_logging: None) -> None:
     root = logging.getLogger()
-    before = len(root.handlers)
+    others = [h for h in root.handlers if not getattr(h, "_lifecycle_handler", False)]
     logs.configure(None)
     logs.configure(None)
     logs.configure(Settings.load(env={"LOG_FORMAT": "console"}))
-    assert len(root.handlers) == before + 1
+    ours = [h for h in root.handlers if getattr(h, "_lifecycle_handler", False)]
+    assert len(ours) == 1
+    assert [h for h in root.handlers if h not in ours] == others
