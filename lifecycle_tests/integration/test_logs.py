@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import dagster as dg
 import pytest
 import structlog
 
@@ -166,3 +167,23 @@ def test_configure_is_idempotent(restore_logging: None) -> None:
     ours = [h for h in root.handlers if getattr(h, "_lifecycle_handler", False)]
     assert len(ours) == 1
     assert [h for h in root.handlers if h not in ours] == others
+
+
+def test_dagster_op_logs_are_redacted_in_the_event_log(restore_logging: None) -> None:
+    """``context.log`` lines go through the same redaction once ``configure`` ran (as the resources do)."""
+    logs.configure(None, stream=io.StringIO())
+    register_secret("Op-Secret-Pw-991")
+
+    @dg.op
+    def talkative(context: dg.OpExecutionContext) -> None:
+        context.log.info("connecting to postgresql://u:Op-Secret-Pw-991@h/db?token=abcdef123456")
+
+    @dg.job
+    def talk() -> None:
+        talkative()
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = talk.execute_in_process(instance=instance)
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    [line] = [m for m in messages if "connecting" in m]
+    assert line == "connecting to postgresql://u:[redacted]@h/db?token=[redacted]"
