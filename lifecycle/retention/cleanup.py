@@ -96,6 +96,7 @@ def _log_jobs(ids: Iterable[UUID], logged: int, *, run_id: str | None, reason: s
     return logged
 
 
+@metrics.timed("retention", "prune_tombstones")
 def prune_tombstones(db: Database, *, now: datetime | None = None, keep_seconds: int | None = None) -> int:
     """Delete tombstones older than ``tombstone_retention_seconds``, in bounded batches."""
     keep = db.settings.tombstone_retention_seconds if keep_seconds is None else keep_seconds
@@ -123,6 +124,7 @@ def vacuum_jobs(db: Database) -> bool:
         return False
 
 
+@metrics.timed("retention", "plan_cleanup")
 def plan_cleanup(
     db: Database,
     *,
@@ -172,6 +174,7 @@ def plan_cleanup(
     return plan
 
 
+@metrics.timed("retention", "cleanup")
 def cleanup(
     db: Database,
     storage: ObjectStore | None,
@@ -309,6 +312,7 @@ def cleanup(
     return report
 
 
+@metrics.timed("retention", "purge")
 def purge(
     db: Database,
     storage: ObjectStore | None,

@@ -102,6 +102,7 @@ def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], 
     )
 
 
+@metrics.timed("retention", "drain_outbox")
 def drain_outbox(
     db: Database,
     storage: ObjectStore,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from lifecycle import errors, logs
+from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
 from lifecycle.retention import queries
 from lifecycle.retention.outbox import ObjectStore
@@ -79,6 +79,7 @@ def _check_page(
             _log.info("orphan object" + ("" if dry_run else " queued for removal"), key=key)
 
 
+@metrics.timed("retention", "reconcile_orphans")
 def reconcile_orphans(
     db: Database,
     storage: ObjectStore,

@@ -144,3 +144,29 @@ def test_cli_metrics_prints_status_gauges(
     assert "lifecycle_expired_backlog 0.0" in result.stdout
     assert "lifecycle_storage_deletions_outbox 0.0" in result.stdout
     assert "# TYPE lifecycle_repo_operation_seconds histogram" in result.stdout
+
+
+def test_retention_operations_are_timed_and_count_what_they_delete(db: Database) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from lifecycle import retention
+
+    with db.transaction() as tx:
+        for _ in range(2):
+            job = tx.jobs.create(params={}, expires_at=datetime.now(UTC) - timedelta(days=1))
+            tx.events.add(job.id, "note")
+    before = metrics.snapshot()
+    retention.cleanup(db, None, dry_run=True)
+    report = retention.cleanup(db, None)
+    with pytest.raises(errors.JobNotFound):
+        retention.purge(db, None, [uuid.uuid4()])
+
+    assert report.jobs_deleted == 2
+    counts = _counts(before)
+    assert counts[("retention", "cleanup", "ok")] == 2
+    assert counts[("retention", "purge", "error")] == 1
+    assert _errors(before)[("retention", "purge", "JobNotFound")] == 1
+    delta = metrics.since(before)
+    assert delta["lifecycle_retention_deleted_total[kind=jobs]"] == 2
+    # Two "created" events and two notes went with their jobs.
+    assert delta["lifecycle_retention_deleted_total[kind=events]"] == 4
