@@ -163,4 +163,6 @@ def configure(settings: Any = None, *, stream: TextIO | None = None) -> None:
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # Chatty at INFO about its own bookkeeping (process handles at exit); its warnings still show.
+    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
     install_record_redaction()
