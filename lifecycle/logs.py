@@ -127,6 +127,9 @@ def install_record_redaction() -> None:
         logging.setLogRecordFactory(_RedactingRecordFactory(current))
 
 
+_CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "pgserver")
+
+
 def configure(settings: Any = None, *, stream: TextIO | None = None) -> None:
     """Route structlog and standard-library logging through one redacting pipeline.
 
@@ -163,6 +166,8 @@ def configure(settings: Any = None, *, stream: TextIO | None = None) -> None:
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # Chatty at INFO about its own bookkeeping (process handles at exit); its warnings still show.
-    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
+    # Libraries that narrate every step at INFO (alembic's plugins, httpx's every request, pgserver's
+    # process bookkeeping) speak at WARNING unless DEBUG is asked for; their records are still redacted.
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     install_record_redaction()
