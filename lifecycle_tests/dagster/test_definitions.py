@@ -55,3 +55,19 @@ def test_retention_runs_carry_the_concurrency_tag_of_dagster_yaml() -> None:
     assert config["nux"] == {"enabled": False}
     assert config["telemetry"] == {"enabled": False}
     assert config["run_monitoring"]["enabled"] is True
+
+
+def test_dagster_storage_url_names_the_psycopg2_driver() -> None:
+    from lifecycle.devstack.stack import dagster_pg_url
+
+    socket_url = "postgresql://postgres:@/dagster?host=/tmp/pg-socket"
+    assert dagster_pg_url(socket_url) == "postgresql+psycopg2://postgres:@/dagster?host=/tmp/pg-socket"
+
+
+def test_resources_never_show_their_secrets() -> None:
+    from lifecycle.defs.resources import DatabaseResource, StorageResource
+
+    database = DatabaseResource(url="postgresql://app:s3cret-pw@db.example/app")
+    storage = StorageResource(url="http://127.0.0.1:1", service_role_key="eyJhbGciOi.secret-key.sig")
+    assert "s3cret-pw" not in repr(database)
+    assert "secret-key" not in repr(storage)
