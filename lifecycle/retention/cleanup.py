@@ -25,7 +25,7 @@ from lifecycle.db._translate import translate
 from lifecycle.redaction import redact_known
 from lifecycle.retention import queries
 from lifecycle.retention.limits import Deadline, TokenBucket
-from lifecycle.retention.outbox import ObjectStore, drain_outbox
+from lifecycle.retention.outbox import CHUNK, ObjectStore, drain_outbox
 from lifecycle.retention.report import CleanupPlan, CleanupReport
 
 #: ``progress(phase, done, total_or_None)``: phase is "jobs" (phase 1) or "objects" (phase 2).
@@ -63,20 +63,33 @@ def _timeouts(db: Database) -> dict[str, str]:
 
 
 def _delete_batch(
-    db: Database, *, limit: int, now: datetime | None, run_id: str | None, reason: str
+    db: Database, *, limit: int, now: datetime | None, run_id: str | None, reason: str, retomb: bool = False
 ) -> _Batch:
     """One phase-1 transaction: lock up to ``limit`` expired jobs, queue keys, tombstone, delete."""
     start = time.perf_counter()
-    with db.transaction(run_id=run_id) as tx:
-        conn = tx.connection
-        conn.execute(queries.SET_TIMEOUTS, _timeouts(db))
-        ids = list(conn.execute(queries.LOCK_BATCH, {"now": now, "limit": limit}).scalars())
-        if not ids:
-            return _Batch(0, 0, 0, (), time.perf_counter() - start)
-        row = conn.execute(
-            queries.DELETE_BATCH, {"ids": ids, "now": now, "run_id": run_id, "reason": reason}
-        ).one()
+    try:
+        with db.transaction(run_id=run_id) as tx:
+            conn = tx.connection
+            conn.execute(queries.SET_TIMEOUTS, _timeouts(db))
+            ids = list(conn.execute(queries.LOCK_BATCH, {"now": now, "limit": limit}).scalars())
+            if not ids:
+                return _Batch(0, 0, 0, (), time.perf_counter() - start)
+            statement = queries.DELETE_BATCH_RETOMB if retomb else queries.DELETE_BATCH
+            row = conn.execute(statement, _delete_params(ids, now=now, run_id=run_id, reason=reason)).one()
+    except errors.InvalidInput as exc:
+        # A job id that already has a tombstone (a restored row): rare, so the fast statement has
+        # no ON CONFLICT and this batch is redone with it.
+        if retomb or getattr(exc, "constraint", None) != "pk_job_deletions":
+            raise
+        _log.warning("a job id in this batch was tombstoned before; its tombstone is replaced")
+        return _delete_batch(db, limit=limit, now=now, run_id=run_id, reason=reason, retomb=True)
     return _Batch(int(row.jobs), int(row.events), int(row.keys_queued), ids, time.perf_counter() - start)
+
+
+def _delete_params(
+    ids: Sequence[UUID], *, now: datetime | None, run_id: str | None, reason: str, per_job: bool = False
+) -> dict[str, Any]:
+    return {"ids": ids, "now": now, "run_id": run_id, "reason": reason, "per_job": per_job, "chunk": CHUNK}
 
 
 def _scalar(db: Database, statement: sa.TextClause, params: dict[str, Any], *, read_only: bool = True) -> Any:
@@ -352,8 +365,11 @@ def purge(
             )
         targets = sorted(found)
         if targets:
+            # One outbox row per job (the drain below is restricted to these jobs); ON CONFLICT
+            # for the tombstone, a purge being small and possibly of a re-used id.
             row = conn.execute(
-                queries.DELETE_BATCH, {"ids": targets, "now": None, "run_id": run_id, "reason": reason}
+                queries.DELETE_BATCH_RETOMB,
+                _delete_params(targets, now=None, run_id=run_id, reason=reason, per_job=True),
             ).one()
             report.jobs_deleted, report.events_deleted = int(row.jobs), int(row.events)
             report.objects_queued = int(row.keys_queued)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
@@ -49,19 +50,48 @@ class ObjectStore(Protocol):
 
 
 def _by_bucket(rows: Sequence[tuple[int, str]]) -> list[list[tuple[int, str]]]:
-    """Group claimed rows by key prefix (the bucket, or the prefix in a one-bucket layout)."""
+    """Group claimed ``(row id, key)`` pairs by key prefix (the bucket, or the prefix in a
+    one-bucket layout), in remove calls of at most ``CHUNK`` keys."""
     groups: dict[str, list[tuple[int, str]]] = {}
     for row_id, key in rows:
         groups.setdefault(key.partition("/")[0], []).append((row_id, key))
     return [group[i : i + CHUNK] for group in groups.values() for i in range(0, len(group), CHUNK)]
 
 
-def _record(db: Database, *, now: datetime | None, done: list[int], failed: list[tuple[int, str]]) -> None:
-    """Finish a chunk in one short transaction: drop confirmed rows, back off failed ones."""
+@dataclass
+class _Claimed:
+    """One claimed outbox row: a single key, or a chunk of keys (phase 1)."""
+
+    keys: list[str]
+    done: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _record(db: Database, *, now: datetime | None, rows: dict[int, _Claimed], release: bool = False) -> None:
+    """Finish rows in one short transaction: drop the rows whose keys are all confirmed gone; a
+    chunk row that is partly done keeps only its other keys; rows with a failure back off; rows
+    not (fully) tried are due again now when ``release``."""
+    done: list[int] = []
+    failed: list[tuple[int, str]] = []
+    untried: list[int] = []
+    keep: list[tuple[int, list[str]]] = []
+    for row_id, row in rows.items():
+        rest = [k for k in row.keys if k not in row.done]
+        if not rest:
+            done.append(row_id)
+            continue
+        if row.done:
+            keep.append((row_id, rest))
+        if row.failed:
+            failed.append((row_id, next(iter(row.failed.values()))))
+        elif release:
+            untried.append(row_id)
     with db.transaction() as tx:
         conn = tx.connection
         if done:
             conn.execute(queries.OUTBOX_DONE, {"ids": done})
+        for row_id, rest in keep:
+            conn.execute(queries.OUTBOX_KEEP_KEYS, {"id": row_id, "keys": rest})
         if failed:
             conn.execute(
                 queries.OUTBOX_FAILED,
@@ -73,6 +103,8 @@ def _record(db: Database, *, now: datetime | None, done: list[int], failed: list
                     "base": BACKOFF_BASE_SECONDS,
                 },
             )
+        if untried:
+            conn.execute(queries.RELEASE_CLAIM, {"ids": untried, "now": now})
 
 
 def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], dict[str, str]]:
@@ -143,50 +175,63 @@ def drain_outbox(
                 report.stopped_by = "max_runtime_seconds"
                 break
             with db.transaction(run_id=run_id) as tx:
-                rows = [
-                    (int(r.id), str(r.object_key))
+                claimed = {
+                    int(r.id): _Claimed(list(r.keys))
                     for r in tx.connection.execute(
                         queries.CLAIM_OUTBOX,
                         {
                             "now": now,
                             "lease": CLAIM_LEASE_SECONDS,
                             "limit": claim_size,
+                            "chunk": CHUNK,
                             "job_ids": list(job_ids) if job_ids is not None else None,
                         },
                     )
-                ]
-            bucket.give_back(claim_size - len(rows))
-            if not rows:
+                }
+            if not claimed:
+                bucket.give_back(claim_size)
                 break
-            chunks = _by_bucket(rows)
-            for index, chunk in enumerate(chunks):
+            n_keys = sum(len(row.keys) for row in claimed.values())
+            if n_keys < claim_size:
+                bucket.give_back(claim_size - n_keys)
+            elif n_keys > claim_size:
+                # A chunk row larger than the rate allows per second: pay the difference (sleeps).
+                bucket.take(n_keys - claim_size)
+            chunks = _by_bucket([(row_id, key) for row_id, row in claimed.items() for key in row.keys])
+            left = {row_id: len(row.keys) for row_id, row in claimed.items()}
+            for chunk in chunks:
                 keys = [key for _, key in chunk]
                 removed, absent, failed = _remove(storage, keys)
                 report.requests += 1
-                done = [row_id for row_id, key in chunk if key in removed or key in absent]
-                bad = [
-                    (row_id, failed.get(key, "no answer for this key"))
-                    for row_id, key in chunk
-                    if key not in removed and key not in absent
-                ]
-                _record(db, now=now, done=done, failed=bad)
+                n_done = n_bad = 0
+                for row_id, key in chunk:
+                    row = claimed[row_id]
+                    if key in removed or key in absent:
+                        row.done.add(key)
+                        n_done += 1
+                    else:
+                        err = failed.get(key, "no answer for this key")
+                        row.failed[key] = err
+                        n_bad += 1
+                        if err not in report.errors and len(report.errors) < MAX_ERRORS_REPORTED:
+                            report.errors.append(err)
+                    left[row_id] -= 1
+                # Rows whose every key has an answer are recorded now (a crash later redoes less).
+                finished = {row_id: claimed[row_id] for row_id in {r for r, _ in chunk} if left[row_id] == 0}
+                _record(db, now=now, rows=finished)
                 report.objects_removed += len(removed)
                 report.objects_absent += len(absent)
-                report.objects_failed += len(bad)
+                report.objects_failed += n_bad
                 metrics.count_deleted("objects", len(removed))
-                for _, err in bad:
-                    if err not in report.errors and len(report.errors) < MAX_ERRORS_REPORTED:
-                        report.errors.append(err)
-                if bad and not done:
+                if n_bad and not n_done:
                     call_failures += 1
-                    _log.warning("object removal failed", keys=len(bad), error=bad[0][1])
+                    _log.warning("object removal failed", keys=n_bad, error=next(iter(failed.values()), "?"))
                     if call_failures >= MAX_CONSECUTIVE_CALL_FAILURES:
                         report.stopped_by = "storage_unavailable"
-                        # Chunks claimed but not tried: due again now, not after the lease.
-                        untried = [row_id for rest in chunks[index + 1 :] for row_id, _ in rest]
-                        if untried:
-                            with db.transaction() as tx:
-                                tx.connection.execute(queries.RELEASE_CLAIM, {"ids": untried, "now": now})
+                        # Rows claimed but not (fully) tried: due again now, not after the lease.
+                        rest = {r: claimed[r] for r, n in left.items() if n > 0}
+                        if rest:
+                            _record(db, now=now, rows=rest, release=True)
                         break
                 else:
                     call_failures = 0
@@ -196,7 +241,7 @@ def drain_outbox(
                     if key in removed:
                         _log.info("object removed", key=key)
                         logged += 1
-                done_count += len(done)
+                done_count += n_done
                 if progress is not None:
                     progress("objects", done_count, total)
     with db.transaction() as tx:

@@ -39,25 +39,38 @@ LOCK_BATCH = sa.text(
 )
 
 #: Phase 1, statement 2: for the locked ids, in one statement: count each job's events, delete the
-#: jobs (events cascade), queue every recorded object key in the outbox (a key already queued,
-#: e.g. by reconciliation, is left alone) and write one tombstone per deleted job. Tombstones and
-#: outbox rows are fed by DELETE ... RETURNING, so they describe exactly what was deleted.
-DELETE_BATCH = sa.text(
-    """
+#: jobs (events cascade), queue every recorded object key in the outbox and write one tombstone per
+#: deleted job. Tombstones and outbox rows are fed by DELETE ... RETURNING, so they describe exactly
+#: what was deleted. Measured choices (EXPLAIN ANALYZE per batch, see BENCHMARKS.md):
+#: - the keys go in as chunk rows (``object_keys``: one bucket, at most ``:chunk`` keys each; one row
+#:   per job when ``:per_job``, for purge), not one row per key through the unique ``object_key``
+#:   index with ON CONFLICT: that was the largest cost of a batch. A key that is also queued as a
+#:   single-key row is harmless (the second remove finds it absent and its row is deleted);
+#: - the tombstone is a plain INSERT: a job id is tombstoned once, since ids come from
+#:   ``gen_random_uuid()``; a re-used id (a restored row) fails with ``pk_job_deletions`` and the
+#:   batch is retried with ``DELETE_BATCH_RETOMB`` (ON CONFLICT), so the fast path pays nothing;
+#: - events are counted from an index-only scan of ``idx_job_events_job_id_ts`` (it also warms the
+#:   pages the cascade reads next); deleting them explicitly with RETURNING costs a second pass,
+#:   since the cascade trigger still probes every job.
+_DELETE_BATCH = """
     WITH ev AS (
         SELECT job_id, count(*) AS n FROM job_events WHERE job_id = ANY(:ids) GROUP BY job_id
     ), gone AS (
         DELETE FROM jobs WHERE id = ANY(:ids)
         RETURNING id, status, created_at, expires_at,
                   array_remove(array_prepend(source_key, result_keys), NULL) AS keys
-    ), queued AS (
-        INSERT INTO storage_deletions (object_key, job_id, run_id, next_attempt_at)
-        SELECT k.key, g.id, :run_id, least(coalesce(CAST(:now AS timestamptz), now()), now())
+    ), keyed AS (
+        SELECT g.id, k.key, split_part(k.key, '/', 1) AS bucket,
+               (row_number() OVER (PARTITION BY split_part(k.key, '/', 1), CASE WHEN :per_job THEN g.id END)
+                - 1) / :chunk AS part
         FROM gone g CROSS JOIN LATERAL unnest(g.keys) AS k(key)
-        -- In key order: consecutive inserts land on the same index pages.
-        ORDER BY k.key
-        ON CONFLICT (object_key) DO NOTHING
-        RETURNING 1
+    ), queued AS (
+        INSERT INTO storage_deletions (object_keys, job_id, run_id, next_attempt_at)
+        SELECT array_agg(key), CASE WHEN :per_job THEN id END, :run_id,
+               least(coalesce(CAST(:now AS timestamptz), now()), now())
+        FROM (SELECT CASE WHEN :per_job THEN id END AS id, key, bucket, part FROM keyed) AS s
+        GROUP BY id, bucket, part
+        RETURNING cardinality(object_keys) AS n
     ), tomb AS (
         INSERT INTO job_deletions
             (job_id, final_status, created_at, expired_at, deleted_at, object_count,
@@ -65,13 +78,23 @@ DELETE_BATCH = sa.text(
         SELECT g.id, g.status, g.created_at, g.expires_at, now(), cardinality(g.keys),
                coalesce(ev.n, 0), :reason, :run_id
         FROM gone g LEFT JOIN ev ON ev.job_id = g.id
-        ON CONFLICT (job_id) DO NOTHING
+        {on_conflict}
         RETURNING events_deleted
     )
     SELECT (SELECT count(*) FROM gone) AS jobs,
            (SELECT coalesce(sum(events_deleted), 0) FROM tomb) AS events,
-           (SELECT count(*) FROM queued) AS keys_queued
-    """
+           (SELECT coalesce(sum(n), 0) FROM queued) AS keys_queued
+"""
+DELETE_BATCH = sa.text(_DELETE_BATCH.format(on_conflict=""))
+#: The same, for a batch holding a job id that already has a tombstone: the newer deletion wins.
+DELETE_BATCH_RETOMB = sa.text(
+    _DELETE_BATCH.format(
+        on_conflict="""ON CONFLICT (job_id) DO UPDATE
+        SET final_status = EXCLUDED.final_status, created_at = EXCLUDED.created_at,
+            expired_at = EXCLUDED.expired_at, deleted_at = EXCLUDED.deleted_at,
+            object_count = EXCLUDED.object_count, events_deleted = EXCLUDED.events_deleted,
+            reason = EXCLUDED.reason, run_id = EXCLUDED.run_id"""
+    )
 )
 
 #: Is anything left to do? (index-ordered probe: stops at the first eligible row).
@@ -114,7 +137,10 @@ PLAN_KEPT = sa.text(
     """
 )
 
-OUTBOX_PENDING = sa.text("SELECT count(*) FROM storage_deletions")
+#: Keys waiting in the outbox (a chunk row counts its keys).
+OUTBOX_PENDING = sa.text(
+    "SELECT coalesce(sum(coalesce(cardinality(object_keys), 1)), 0) FROM storage_deletions"
+)
 
 #: Tombstone retention, in bounded batches (a backlog of old tombstones is never one long delete).
 PRUNE_TOMBSTONES = sa.text(
@@ -136,22 +162,34 @@ COUNT_PRUNABLE_TOMBSTONES = sa.text(
 
 #: Phase 2: claim due outbox rows. The claim pushes ``next_attempt_at`` forward by a lease instead
 #: of holding a lock over the HTTP call: a concurrent drain skips them, and if this process dies the
-#: rows become due again when the lease runs out.
+#: rows become due again when the lease runs out. Rows are taken in order while the claim stays
+#: within ``:limit`` keys, a chunk row counting as ``:chunk`` (its upper bound: no detoasting to
+#: size it); the first row is always taken.
 CLAIM_OUTBOX = sa.text(
     """
-    UPDATE storage_deletions d
-    SET next_attempt_at = coalesce(CAST(:now AS timestamptz), now()) + make_interval(secs => :lease)
-    WHERE d.id IN (
-        SELECT id FROM storage_deletions
+    WITH cand AS (
+        SELECT id, next_attempt_at, CASE WHEN object_keys IS NULL THEN 1 ELSE :chunk END AS n
+        FROM storage_deletions
         WHERE next_attempt_at <= coalesce(CAST(:now AS timestamptz), now())
           AND (CAST(:job_ids AS uuid[]) IS NULL OR job_id = ANY(CAST(:job_ids AS uuid[])))
         ORDER BY next_attempt_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM (
+            SELECT id, n, sum(n) OVER (ORDER BY next_attempt_at, id) AS upto FROM cand
+        ) AS s
+        WHERE upto <= :limit OR upto = n
     )
-    RETURNING d.id, d.object_key
+    UPDATE storage_deletions d
+    SET next_attempt_at = coalesce(CAST(:now AS timestamptz), now()) + make_interval(secs => :lease)
+    FROM picked WHERE d.id = picked.id
+    RETURNING d.id, coalesce(d.object_keys, ARRAY[d.object_key]) AS keys
     """
 )
+
+#: A chunk row whose keys were partly confirmed gone keeps only the others.
+OUTBOX_KEEP_KEYS = sa.text("UPDATE storage_deletions SET object_keys = :keys WHERE id = :id")
 
 #: Give back claimed rows that were not tried (the drain stopped early).
 RELEASE_CLAIM = sa.text(
@@ -188,7 +226,16 @@ TOMBSTONED = sa.text("SELECT job_id FROM job_deletions WHERE job_id = ANY(:ids)"
 
 #: Reconciliation: which of these job ids have a row, which keys are already queued.
 EXISTING_JOBS = sa.text("SELECT id FROM jobs WHERE id = ANY(:ids)")
-QUEUED_KEYS = sa.text("SELECT object_key FROM storage_deletions WHERE object_key = ANY(:keys)")
+#: Single-key rows through the unique index; chunk rows by scanning them (only asked for keys whose
+#: job row is gone, and chunk rows exist only between a phase 1 and its drain).
+QUEUED_KEYS = sa.text(
+    """
+    SELECT object_key FROM storage_deletions WHERE object_key = ANY(:keys)
+    UNION
+    SELECT k.key FROM storage_deletions d CROSS JOIN LATERAL unnest(d.object_keys) AS k(key)
+    WHERE d.object_keys IS NOT NULL AND k.key = ANY(:keys)
+    """
+)
 QUEUE_KEYS = sa.text(
     """
     INSERT INTO storage_deletions (object_key, job_id, run_id, next_attempt_at)

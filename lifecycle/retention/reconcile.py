@@ -48,11 +48,14 @@ def _check_page(
     run_id: str | None,
 ) -> None:
     ids = sorted({job_id for _, job_id, _ in page})
-    keys = [key for key, _, _ in page]
     with db.transaction(run_id=run_id) as tx:
         conn = tx.connection
         existing = set(conn.execute(queries.EXISTING_JOBS, {"ids": ids}).scalars())
-        queued = set(conn.execute(queries.QUEUED_KEYS, {"keys": keys}).scalars())
+        # Only keys whose row is gone can be pending (this also keeps the chunk-row scan rare).
+        candidates = [key for key, job_id, _ in page if job_id not in existing]
+        queued = (
+            set(conn.execute(queries.QUEUED_KEYS, {"keys": candidates}).scalars()) if candidates else set()
+        )
         orphans: list[tuple[str, UUID]] = []
         for key, job_id, created in page:
             if job_id in existing:

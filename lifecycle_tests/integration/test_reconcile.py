@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from supabase import create_client
 
-from lifecycle.retention import drain_outbox, reconcile_orphans
+from lifecycle.retention import cleanup, drain_outbox, reconcile_orphans
 from lifecycle.storage import ObjectKind, result_key, source_key
 from lifecycle_tests.integration.test_retention_support import count, existing, insert_jobs, keys_of
 
@@ -77,3 +77,18 @@ def test_orphans_are_found_and_recent_ones_are_left_alone(db, raw, storage, stor
     assert {recent, pending, stray} <= remaining  # recent, already queued (not yet due), not ours
     assert set(keys_of(live)) <= remaining
     assert existing(raw, [*live, missing_job]) == {*live, missing_job}
+
+
+def test_keys_queued_by_phase_one_are_pending_not_orphans(db, raw, storage):
+    """Phase 1 queues keys as chunk rows (no single-key row): reconciliation still sees them."""
+    old = insert_jobs(raw, 5)
+    for key in keys_of(old):
+        storage.upload(key, b"x", "video/mp4")
+    assert cleanup(db, None).jobs_deleted == 5  # phase 1 only: the objects wait in the outbox
+
+    report = reconcile_orphans(db, storage, dry_run=False, grace_seconds=0)
+
+    assert (report.orphans_found, report.orphans_queued, report.pending_in_outbox) == (0, 0, 10)
+    assert count(raw, "SELECT count(*) FROM storage_deletions WHERE object_key IS NOT NULL") == 0
+    assert drain_outbox(db, storage).objects_removed == 10
+    assert not listed(storage) & set(keys_of(old))

@@ -17,6 +17,7 @@ from lifecycle.db import Database
 from lifecycle.retention import cleanup, purge
 from lifecycle.settings import Settings
 from lifecycle_tests.integration.test_retention_support import (
+    QUEUED_KEYS,
     count,
     existing,
     insert_jobs,
@@ -48,9 +49,16 @@ def test_phase_one_deletes_expired_rows_and_events_writes_tombstones_and_queues_
     by_id = {t[0]: t for t in tombstones}
     assert by_id[expired[0]][1:] == ("succeeded", 2, 3, "retention", "run-1")
     assert by_id[failed[0]][1:] == ("failed", 2, 1, "retention", "run-1")
-    queued = raw.execute("SELECT object_key, job_id, run_id FROM storage_deletions").fetchall()
-    assert {q[0] for q in queued} == set(keys_of(expired + failed))
-    assert {q[2] for q in queued} == {"run-1"}
+    queued = raw.execute(
+        "SELECT k, run_id, job_id FROM storage_deletions CROSS JOIN LATERAL unnest(object_keys) AS k"
+    ).fetchall()
+    assert sorted(q[0] for q in queued) == sorted(keys_of(expired + failed))  # each key once
+    assert {q[1] for q in queued} == {"run-1"}
+    # Phase 1 writes chunk rows (one bucket each, at most 1000 keys), not a row per key or per job.
+    rows = raw.execute("SELECT object_key, job_id, object_keys FROM storage_deletions").fetchall()
+    assert all(r[0] is None and r[1] is None for r in rows)
+    assert all(len({k.partition("/")[0] for k in r[2]}) == 1 and len(r[2]) <= 1000 for r in rows)
+    assert len(rows) == 2 * report.batches
     # With no storage the outbox stays for a later drain.
     assert report.outbox_pending == 70
 
@@ -225,7 +233,7 @@ def test_two_concurrent_runs_delete_each_job_once(database_url, settings, raw):
     assert count(raw, "SELECT count(*) FROM job_deletions") == 3000
     by_run = dict(raw.execute("SELECT run_id, count(*) FROM job_deletions GROUP BY run_id").fetchall())
     assert by_run == {r.run_id: r.jobs_deleted for r in reports if r.jobs_deleted}
-    assert count(raw, "SELECT count(*) FROM storage_deletions") == 6000
+    assert count(raw, QUEUED_KEYS) == 6000
 
 
 def _slow_settings(**extra: str) -> Settings:
@@ -239,12 +247,10 @@ def test_lock_timeout_halves_the_batch_down_to_the_floor(database_url, raw):
     ids = insert_jobs(raw, 16)
     oldest = raw.execute("SELECT id FROM jobs ORDER BY expires_at LIMIT 1").fetchone()
     assert oldest is not None
-    # Another session inserted the oldest job's key into the outbox and has not committed: the
-    # batch's INSERT ... ON CONFLICT must wait for it (and time out).
+    # Another session holds the oldest job's event rows locked and has not committed: the batch
+    # locks the job (nothing else holds it), then its cascade to events must wait (and time out).
     with psycopg.connect(raw.info.dsn) as blocker:
-        blocker.execute(
-            "INSERT INTO storage_deletions (object_key) VALUES (%s)", [f"sources/{oldest[0]}/source.mp4"]
-        )
+        blocker.execute("SELECT 1 FROM job_events WHERE job_id = %s FOR UPDATE", [oldest[0]])
         try:
             report = cleanup(database, None, batch_size=16)
         finally:
@@ -289,11 +295,9 @@ def test_connection_terminated_mid_batch_loses_nothing(database_url, raw):
         "AND wait_event_type = 'Lock' AND query LIKE '%%storage_deletions%%'"
     )
     with psycopg.connect(raw.info.dsn) as blocker:
-        # Another session holds an uncommitted outbox row for the oldest job's key: the first batch
-        # locks its jobs, then waits inside its transaction for that row. Terminate it there.
-        blocker.execute(
-            "INSERT INTO storage_deletions (object_key) VALUES (%s)", [f"sources/{oldest[0]}/source.mp4"]
-        )
+        # Another session holds the oldest job's event rows locked: the first batch locks its jobs,
+        # then its cascade waits inside the transaction for those rows. Terminate it there.
+        blocker.execute("SELECT 1 FROM job_events WHERE job_id = %s FOR UPDATE", [oldest[0]])
         worker = threading.Thread(target=run)
         worker.start()
         pids: list[int] = []
@@ -321,7 +325,7 @@ def test_connection_terminated_mid_batch_loses_nothing(database_url, raw):
     assert existing(raw, expired) == set()
     assert existing(raw, live) == set(live)
     assert count(raw, "SELECT count(*) FROM job_deletions") == 40
-    assert count(raw, "SELECT count(*) FROM storage_deletions") == 80
+    assert count(raw, QUEUED_KEYS) == 80
     assert count(raw, "SELECT count(*) FROM job_events WHERE job_id = ANY(%s)", [live]) == 20
 
 
@@ -346,3 +350,26 @@ def test_purge_deletes_named_jobs_whatever_their_expiry(db, raw):
     with pytest.raises(errors.JobNotFound):
         purge(db, None, ["00000000-0000-4000-8000-000000000000"])
     assert purge(db, None, [busy[0]], force=True).jobs_deleted == 1
+
+
+def test_a_reused_job_id_gets_its_tombstone_replaced(db, raw):
+    """A job id that already has a tombstone (a restored row) does not block the batch."""
+    ids = insert_jobs(raw, 3, events=1)
+    raw.execute(
+        "INSERT INTO job_deletions (job_id, final_status, created_at, expired_at, deleted_at, run_id) "
+        "VALUES (%s, 'failed', now() - interval '9 days', now() - interval '8 days', "
+        "now() - interval '7 days', 'old-run')",
+        [ids[1]],
+    )
+
+    report = cleanup(db, None, batch_size=10, run_id="new-run")
+
+    assert (report.jobs_deleted, report.events_deleted, report.objects_queued) == (3, 3, 6)
+    assert existing(raw, ids) == set()
+    rows = raw.execute(
+        "SELECT final_status, run_id, events_deleted, deleted_at > now() - interval '1 hour' "
+        "FROM job_deletions WHERE job_id = %s",
+        [ids[1]],
+    ).fetchall()
+    assert rows == [("succeeded", "new-run", 1, True)]
+    assert count(raw, "SELECT count(*) FROM job_deletions WHERE run_id = 'new-run'") == 3

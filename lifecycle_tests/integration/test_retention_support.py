@@ -19,6 +19,10 @@ SNAPSHOT_TABLES = {
 }
 
 
+#: Keys waiting in the outbox: single-key rows plus every key of the chunk rows phase 1 writes.
+QUEUED_KEYS = "SELECT coalesce(sum(coalesce(cardinality(object_keys), 1)), 0) FROM storage_deletions"
+
+
 def insert_jobs(
     raw: Raw,
     n: int,

@@ -127,7 +127,8 @@ def upgrade() -> None:
     op.create_table(
         "storage_deletions",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("object_key", sa.Text(), nullable=False),
+        sa.Column("object_key", sa.Text(), nullable=True),
+        sa.Column("object_keys", pg.ARRAY(sa.Text()), nullable=True),
         sa.Column("job_id", pg.UUID(as_uuid=True), nullable=True),
         sa.Column("run_id", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
@@ -138,6 +139,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_storage_deletions")),
         sa.UniqueConstraint("object_key", name=op.f("uq_storage_deletions_object_key")),
+        sa.CheckConstraint(
+            "num_nonnulls(object_key, object_keys) = 1 AND coalesce(cardinality(object_keys), 1) > 0",
+            name=op.f("ck_storage_deletions_key_form"),
+        ),
     )
     op.create_index(op.f("idx_storage_deletions_next_attempt_at"), "storage_deletions", ["next_attempt_at"])
     op.create_table(
@@ -153,7 +158,9 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("job_id", name=op.f("pk_job_deletions")),
     )
-    op.create_index(op.f("idx_job_deletions_deleted_at"), "job_deletions", ["deleted_at"])
+    op.create_index(
+        op.f("idx_job_deletions_deleted_at"), "job_deletions", ["deleted_at"], postgresql_using="brin"
+    )
 
     op.execute(_STATUS_GUARD)
     for statement in _ENABLE_RLS:
