@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from lifecycle import errors
+from lifecycle.errors import JobExpired, ResultsNotAvailable
 from lifecycle.logs import bound, get_logger
 from lifecycle.states import JobStatus
 from lifecycle.storage.keys import normalize_job_id, result_key, source_key
@@ -24,25 +24,7 @@ if TYPE_CHECKING:
 
 log = get_logger("lifecycle.artifacts")
 
-
-class ResultsNotAvailable(errors.LifecycleError):
-    """The job's results cannot be signed: it has not succeeded."""
-
-    job_id: UUID
-    status: str
-
-    def __init__(self, job_id: UUID, status: str, message: str | None = None) -> None:
-        super().__init__(message, job_id=job_id, status=status)
-
-
-class JobExpired(errors.LifecycleError):
-    """The job's retention has run out: its results are about to be deleted and are not signed."""
-
-    job_id: UUID
-    expires_at: datetime
-
-    def __init__(self, job_id: UUID, expires_at: datetime, message: str | None = None) -> None:
-        super().__init__(message, job_id=job_id, expires_at=expires_at.isoformat())
+__all__ = ["JobExpired", "ResultsNotAvailable", "attach_result", "attach_source", "signed_result_urls"]
 
 
 def attach_source(
@@ -57,14 +39,7 @@ def attach_source(
 ) -> str:
     """Record ``sources/{jobId}/source.<ext>`` on the job (committed), then upload ``data``; the key."""
     job = normalize_job_id(job_id)
-    key = source_key(job, ext)
-    with bound(job_id=job, run_id=run_id):
-        with db.transaction(run_id=run_id) as tx:
-            tx.jobs.record_source_key(job, key)
-        # upsert: the key belongs to this job alone, and attaching again must be able to retry.
-        storage.upload(key, data, content_type, upsert=True)
-        log.info("source attached", key=key, size=len(data))
-    return key
+    return _attach(db, storage, job, source_key(job, ext), data, content_type, run_id, "source")
 
 
 def attach_result(
@@ -79,12 +54,28 @@ def attach_result(
 ) -> str:
     """Record ``results/{jobId}/clip.<ext>`` on the job (committed), then upload ``data``; the key."""
     job = normalize_job_id(job_id)
-    key = result_key(job, ext)
+    return _attach(db, storage, job, result_key(job, ext), data, content_type, run_id, "result")
+
+
+def _attach(
+    db: Database,
+    storage: StorageRepo,
+    job: UUID,
+    key: str,
+    data: bytes,
+    content_type: str,
+    run_id: str | None,
+    what: str,
+) -> str:
     with bound(job_id=job, run_id=run_id):
         with db.transaction(run_id=run_id) as tx:
-            tx.jobs.add_result_key(job, key)
+            if what == "source":
+                tx.jobs.record_source_key(job, key)
+            else:
+                tx.jobs.add_result_key(job, key)
+        # upsert: the key belongs to this job alone, and attaching again must be able to retry.
         storage.upload(key, data, content_type, upsert=True)
-        log.info("result attached", key=key, size=len(data))
+        log.info(f"{what} attached", key=key, size=len(data))
     return key
 
 

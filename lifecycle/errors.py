@@ -7,6 +7,7 @@ and the data layer translates driver errors at one boundary (``lifecycle.db.erro
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -163,3 +164,23 @@ class ApiKeyNotFound(LifecycleError):
 
     def __init__(self, api_key_id: UUID | str, message: str | None = None) -> None:
         super().__init__(message, api_key_id=api_key_id)
+
+
+class ResultsNotAvailable(LifecycleError):
+    """The job's results cannot be signed: it has not succeeded."""
+
+    job_id: UUID
+    status: str
+
+    def __init__(self, job_id: UUID, status: str, message: str | None = None) -> None:
+        super().__init__(message, job_id=job_id, status=status)
+
+
+class JobExpired(LifecycleError):
+    """The job's retention has run out: its results are about to be deleted and are not signed."""
+
+    job_id: UUID
+    expires_at: datetime
+
+    def __init__(self, job_id: UUID, expires_at: datetime, message: str | None = None) -> None:
+        super().__init__(message, job_id=job_id, expires_at=expires_at.isoformat())
