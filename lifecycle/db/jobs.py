@@ -565,7 +565,9 @@ SELECT id FROM moved
             "retention": retention,
             "error": error,
             "event_type": EVENT_TRANSITION,
-            "data": dump_json(event_data, "data", max_bytes=self.settings.max_params_bytes),
+            "data": dump_json(event_data, "data", max_bytes=self.settings.max_params_bytes)
+            if event_data
+            else "{}",
             "run_id": self.run_id,
         }
 
