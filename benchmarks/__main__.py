@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import pkgutil
 import subprocess
 import sys
@@ -41,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for area, module in modules.items():
             if not hasattr(module, "run"):
-                # A stand-alone script (its own main() and output): run it as such.
-                command = [sys.executable, "-m", f"benchmarks.bench_{area}"] + (
-                    ["--quick"] if args.quick else []
-                )
+                # A stand-alone script (its own main() and output): run it as such, passing
+                # --quick only to scripts that take it.
+                takes_quick = "--quick" in inspect.getsource(module)
+                command = [sys.executable, "-m", f"benchmarks.bench_{area}"]
+                command += ["--quick"] if args.quick and takes_quick else []
                 status |= subprocess.call(command)  # our own interpreter and module
                 continue
             if server is None:
