@@ -28,6 +28,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -125,6 +126,9 @@ def run_variant(variant: str, url: str) -> dict[str, float]:
     """One variant on one fresh database (runs in a child process)."""
     longest = 0.0
     deleted = 0
+    if variant.startswith("ours-"):
+        # Imports are setup, not throughput (raw psycopg is imported with this module).
+        import lifecycle.retention  # noqa: F401
     started = time.perf_counter()
     if variant == "unbounded":
         with psycopg.connect(url) as conn:
@@ -180,8 +184,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def phase_one(admin: str, sizes: list[int]) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+def phase_one(admin: str, sizes: list[int]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for n in sizes:
         template = f"bench_ret_tpl_{n}"
         print(f"phase 1 at {n:,} jobs", flush=True)
@@ -276,7 +280,7 @@ def phase_two(admin: str, objects: int, rounds: int) -> dict[str, float]:
     }
 
 
-def table(rows: list[dict[str, object]], drain: dict[str, float] | None) -> str:
+def table(rows: list[dict[str, Any]], drain: dict[str, float] | None) -> str:
     lines = [
         "| jobs | variant | jobs/s | vs raw same batch | longest transaction | peak RSS |",
         "|---:|---|---:|---:|---:|---:|",
@@ -287,10 +291,10 @@ def table(rows: list[dict[str, object]], drain: dict[str, float] | None) -> str:
         if str(r["variant"]).startswith("ours-"):
             raw = by.get((r["n"], "raw-" + str(r["variant"])[5:]))
             if raw:
-                ratio = f"{float(r['jobs_per_s']) / float(raw['jobs_per_s']):.2f}x"  # type: ignore[arg-type]
+                ratio = f"{float(r['jobs_per_s']) / float(raw['jobs_per_s']):.2f}x"
         lines.append(
-            f"| {int(r['n']):,} | {r['variant']} | {float(r['jobs_per_s']):,.0f} | {ratio} | "  # type: ignore[call-overload]
-            f"{float(r['longest_s']) * 1000:,.0f} ms | {float(r['rss_mb']):.0f} MB |"  # type: ignore[arg-type]
+            f"| {int(r['n']):,} | {r['variant']} | {float(r['jobs_per_s']):,.0f} | {ratio} | "
+            f"{float(r['longest_s']) * 1000:,.0f} ms | {float(r['rss_mb']):.0f} MB |"
         )
     if drain:
         lines += [
@@ -304,6 +308,90 @@ def table(rows: list[dict[str, object]], drain: dict[str, float] | None) -> str:
             f"| ratio | | | {drain['ours_per_s'] / drain['plain_per_s']:.2f}x |",
         ]
     return "\n".join(lines)
+
+
+# -- the shared harness (``python -m benchmarks retention``) ---------------------------------------
+
+AREA = "retention"
+TITLE = "Retention cleanup (`benchmarks/bench_retention.py`)"
+#: Issue 5: phase 1 at least this share of raw batched deletes of the same batch size.
+TARGET = 0.8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("retention")
+    group.add_argument("--retention-jobs", type=int, default=1_000_000, help="the large phase-1 size")
+    group.add_argument("--retention-objects", type=int, default=10_000, help="phase-2 objects per round")
+    group.add_argument("--retention-rounds", type=int, default=3)
+    group.add_argument("--retention-skip-phase2", action="store_true")
+
+
+def run(bench: Any) -> Any:
+    """Phase 1 at 100k (and ``--retention-jobs`` unless quick), phase 2; rows for BENCHMARKS.md."""
+    from benchmarks.harness import Report, Row
+
+    opts = bench.options
+    sizes = [100_000] if bench.quick else sorted({100_000, opts.retention_jobs})
+    rows = phase_one(bench.server.admin_url, sizes)
+    drain = None
+    if not opts.retention_skip_phase2:
+        drain = phase_two(
+            bench.server.admin_url, 2000 if bench.quick else opts.retention_objects, opts.retention_rounds
+        )
+    by = {(int(r["n"]), str(r["variant"])): r for r in rows}
+    report = Report(parameters={"events per job": 5, "keys per job": 2, "phase-1 sizes": sizes})
+    for n in sizes:
+        for size in ("1k", "10k"):
+            ours, raw = by[(n, f"ours-{size}")], by[(n, f"raw-{size}")]
+            report.rows.append(
+                Row(
+                    f"phase 1, {n:,} jobs, batches of {size}",
+                    "jobs/s",
+                    float(ours["jobs_per_s"]),
+                    float(raw["jobs_per_s"]),
+                    target=TARGET,
+                    note=f"longest tx {_ms(ours)} vs {_ms(raw)}; peak RSS {_mb(ours)} vs {_mb(raw)}",
+                )
+            )
+        one = by[(n, "unbounded")]
+        report.rows.append(
+            Row(
+                f"phase 1, {n:,} jobs: ours (10k) vs one unbounded DELETE",
+                "jobs/s",
+                float(by[(n, "ours-10k")]["jobs_per_s"]),
+                float(one["jobs_per_s"]),
+                note=f"the single DELETE holds one transaction for {_ms(one)}",
+            )
+        )
+    if drain:
+        report.rows.append(
+            Row(
+                f"phase 2, {int(drain['objects']):,} objects: drain_outbox vs plain client remove",
+                "objects/s",
+                drain["ours_per_s"],
+                drain["plain_per_s"],
+            )
+        )
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        for variant in ("ours-1k", "ours-10k"):
+            growth = float(by[(large, variant)]["rss_mb"]) / float(by[(small, variant)]["rss_mb"])
+            report.notes.append(
+                f"Peak RSS of the {variant} process at {large:,} jobs / at {small:,}: {growth:.2f}x "
+                f"(target <= 1.2x: {'met' if growth <= 1.2 else 'MISSED'})."
+            )
+    report.notes.append(
+        "Every variant, longest transaction and peak RSS of its own process:\n\n" + table(rows, None)
+    )
+    return report
+
+
+def _ms(row: dict[str, Any]) -> str:
+    return f"{float(row['longest_s']) * 1000:,.0f} ms"
+
+
+def _mb(row: dict[str, Any]) -> str:
+    return f"{float(row['rss_mb']):.0f} MB"
 
 
 def main() -> None:

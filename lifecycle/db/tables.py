@@ -90,7 +90,8 @@ storage_deletions = sa.Table(
     #: One key (queued by the jobs repository when a key is replaced, or by reconciliation) ...
     sa.Column("object_key", sa.Text),
     #: ... or a chunk of keys (phase 1 of retention: one row per bucket and 1000 keys of a batch,
-    #: not one row per key, which made the outbox the most expensive part of a batch).
+    #: not one row per key, which made the outbox the most expensive part of a batch). Stored
+    #: uncompressed (``SET STORAGE EXTERNAL`` in the migration): short-lived, and pglz was slow.
     sa.Column("object_keys", pg.ARRAY(sa.Text)),
     sa.Column("job_id", pg.UUID(as_uuid=True)),
     sa.Column("run_id", sa.Text),

@@ -47,6 +47,7 @@ _log = logs.get_logger("lifecycle.retention")
 
 @dataclass
 class _Batch:
+    locked: int
     jobs: int
     events: int
     keys_queued: int
@@ -71,11 +72,9 @@ def _delete_batch(
         with db.transaction(run_id=run_id) as tx:
             conn = tx.connection
             conn.execute(queries.SET_TIMEOUTS, _timeouts(db))
-            ids = list(conn.execute(queries.LOCK_BATCH, {"now": now, "limit": limit}).scalars())
-            if not ids:
-                return _Batch(0, 0, 0, (), time.perf_counter() - start)
             statement = queries.DELETE_BATCH_RETOMB if retomb else queries.DELETE_BATCH
-            row = conn.execute(statement, _delete_params(ids, now=now, run_id=run_id, reason=reason)).one()
+            params = _delete_params(now=now, run_id=run_id, reason=reason) | {"limit": limit}
+            row = conn.execute(statement, params).one()
     except errors.InvalidInput as exc:
         # A job id that already has a tombstone (a restored row): rare, so the fast statement has
         # no ON CONFLICT and this batch is redone with it.
@@ -83,13 +82,27 @@ def _delete_batch(
             raise
         _log.warning("a job id in this batch was tombstoned before; its tombstone is replaced")
         return _delete_batch(db, limit=limit, now=now, run_id=run_id, reason=reason, retomb=True)
-    return _Batch(int(row.jobs), int(row.events), int(row.keys_queued), ids, time.perf_counter() - start)
+    return _Batch(
+        int(row.locked),
+        int(row.jobs),
+        int(row.events),
+        int(row.keys_queued),
+        list(row.ids or ()),
+        time.perf_counter() - start,
+    )
 
 
 def _delete_params(
-    ids: Sequence[UUID], *, now: datetime | None, run_id: str | None, reason: str, per_job: bool = False
+    *, now: datetime | None, run_id: str | None, reason: str, per_job: bool = False
 ) -> dict[str, Any]:
-    return {"ids": ids, "now": now, "run_id": run_id, "reason": reason, "per_job": per_job, "chunk": CHUNK}
+    return {
+        "now": now,
+        "run_id": run_id,
+        "reason": reason,
+        "per_job": per_job,
+        "chunk": CHUNK,
+        "log_ids": LOG_EACH_JOB_LIMIT,
+    }
 
 
 def _scalar(db: Database, statement: sa.TextClause, params: dict[str, Any], *, read_only: bool = True) -> Any:
@@ -293,7 +306,7 @@ def cleanup(
                 )
                 if progress is not None:
                     progress("jobs", report.jobs_deleted, total)
-            if result.jobs < limit:
+            if result.locked < limit:
                 break  # the backlog is done (what is left, if anything, is locked by another run)
 
         report.tombstones_pruned = prune_tombstones(db, now=now)
@@ -368,8 +381,8 @@ def purge(
             # One outbox row per job (the drain below is restricted to these jobs); ON CONFLICT
             # for the tombstone, a purge being small and possibly of a re-used id.
             row = conn.execute(
-                queries.DELETE_BATCH_RETOMB,
-                _delete_params(targets, now=None, run_id=run_id, reason=reason, per_job=True),
+                queries.DELETE_NAMED,
+                _delete_params(now=None, run_id=run_id, reason=reason, per_job=True) | {"ids": targets},
             ).one()
             report.jobs_deleted, report.events_deleted = int(row.jobs), int(row.events)
             report.objects_queued = int(row.keys_queued)

@@ -21,24 +21,14 @@ _ELIGIBLE = """
 SET_TIMEOUTS = sa.text(
     """
     SELECT set_config('statement_timeout', :statement_timeout, true),
-           set_config('lock_timeout', :lock_timeout, true)
+           set_config('lock_timeout', :lock_timeout, true),
+           -- The planner overestimates the CTE joins of a batch and JIT-compiles it: 15-40 ms of
+           -- a 10k batch spent compiling a plan that runs once.
+           set_config('jit', 'off', true)
     """
 )
 
-#: Phase 1, statement 1: lock the oldest expired jobs. SKIP LOCKED lets concurrent runs (and
-#: workers touching a job right now) pass each other instead of waiting; the rows stay locked until
-#: the batch commits, so nothing can change them (or add events to them) in between.
-LOCK_BATCH = sa.text(
-    f"""
-    SELECT id FROM jobs
-    WHERE {_ELIGIBLE}
-    ORDER BY expires_at
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """  # noqa: S608
-)
-
-#: Phase 1, statement 2: for the locked ids, in one statement: count each job's events, delete the
+#: Phase 1, the body: for the locked rows (``sel``), in one statement: count each job's events, delete the
 #: jobs (events cascade), queue every recorded object key in the outbox and write one tombstone per
 #: deleted job. Tombstones and outbox rows are fed by DELETE ... RETURNING, so they describe exactly
 #: what was deleted. Measured choices (EXPLAIN ANALYZE per batch, see BENCHMARKS.md):
@@ -53,48 +43,73 @@ LOCK_BATCH = sa.text(
 #:   pages the cascade reads next); deleting them explicitly with RETURNING costs a second pass,
 #:   since the cascade trigger still probes every job.
 _DELETE_BATCH = """
-    WITH ev AS (
-        SELECT job_id, count(*) AS n FROM job_events WHERE job_id = ANY(:ids) GROUP BY job_id
+    WITH sel AS ({select}
+    ), ev AS (
+        SELECT job_id, count(*) AS n FROM job_events
+        WHERE job_id = ANY(ARRAY(SELECT id FROM sel)) GROUP BY job_id
     ), gone AS (
-        DELETE FROM jobs WHERE id = ANY(:ids)
-        RETURNING id, status, created_at, expires_at,
-                  array_remove(array_prepend(source_key, result_keys), NULL) AS keys
-    ), keyed AS (
-        SELECT g.id, k.key, split_part(k.key, '/', 1) AS bucket,
-               (row_number() OVER (PARTITION BY split_part(k.key, '/', 1), CASE WHEN :per_job THEN g.id END)
-                - 1) / :chunk AS part
-        FROM gone g CROSS JOIN LATERAL unnest(g.keys) AS k(key)
+        DELETE FROM jobs WHERE ctid = ANY(ARRAY(SELECT tid FROM sel))
+        RETURNING id, status, created_at, expires_at, source_key, result_keys
     ), queued AS (
+        -- Sources and results in separate rows (keys are built per bucket), sliced to :chunk keys:
+        -- a chunk row is then one remove call. No sort, no per-key expression.
         INSERT INTO storage_deletions (object_keys, job_id, run_id, next_attempt_at)
-        SELECT array_agg(key), CASE WHEN :per_job THEN id END, :run_id,
+        SELECT s.keys[i : i + :chunk - 1], s.job_id, :run_id,
                least(coalesce(CAST(:now AS timestamptz), now()), now())
-        FROM (SELECT CASE WHEN :per_job THEN id END AS id, key, bucket, part FROM keyed) AS s
-        GROUP BY id, bucket, part
+        FROM (
+            SELECT NULL::uuid AS job_id, array_agg(source_key) AS keys
+            FROM gone WHERE NOT :per_job AND source_key IS NOT NULL
+            UNION ALL
+            SELECT NULL::uuid, array_agg(k.key)
+            FROM gone CROSS JOIN LATERAL unnest(result_keys) AS k(key)
+            WHERE NOT :per_job AND k.key IS NOT NULL
+            UNION ALL
+            SELECT id, array_remove(array_prepend(source_key, result_keys), NULL)
+            FROM gone WHERE :per_job AND (source_key IS NOT NULL OR cardinality(result_keys) > 0)
+        ) AS s
+        CROSS JOIN LATERAL generate_series(1, cardinality(s.keys), :chunk) AS i
         RETURNING cardinality(object_keys) AS n
     ), tomb AS (
         INSERT INTO job_deletions
             (job_id, final_status, created_at, expired_at, deleted_at, object_count,
              events_deleted, reason, run_id)
-        SELECT g.id, g.status, g.created_at, g.expires_at, now(), cardinality(g.keys),
+        SELECT g.id, g.status, g.created_at, g.expires_at, now(),
+               (g.source_key IS NOT NULL)::int + coalesce(cardinality(g.result_keys), 0),
                coalesce(ev.n, 0), :reason, :run_id
         FROM gone g LEFT JOIN ev ON ev.job_id = g.id
         {on_conflict}
         RETURNING events_deleted
     )
-    SELECT (SELECT count(*) FROM gone) AS jobs,
+    SELECT (SELECT count(*) FROM sel) AS locked,
+           (SELECT count(*) FROM gone) AS jobs,
+           (SELECT array_agg(id) FROM (SELECT id FROM gone LIMIT :log_ids) AS l) AS ids,
            (SELECT coalesce(sum(events_deleted), 0) FROM tomb) AS events,
            (SELECT coalesce(sum(n), 0) FROM queued) AS keys_queued
 """
-DELETE_BATCH = sa.text(_DELETE_BATCH.format(on_conflict=""))
-#: The same, for a batch holding a job id that already has a tombstone: the newer deletion wins.
-DELETE_BATCH_RETOMB = sa.text(
-    _DELETE_BATCH.format(
-        on_conflict="""ON CONFLICT (job_id) DO UPDATE
+#: Phase 1, one statement per batch: lock up to ``:limit`` expired jobs (oldest expiry first, SKIP
+#: LOCKED lets concurrent runs and busy workers pass each other), then the above. The ids never go
+#: through the client (that round trip was a fifth of a 1k batch), and the rows are deleted by the
+#: ``ctid`` this statement locked them at (a TID scan, not a scan of ``jobs`` per batch): a locked
+#: row cannot move. A row updated between the statement's snapshot and its lock is locked but not
+#: deleted (the locked version is newer than the snapshot): ``locked`` vs ``jobs`` shows it, and
+#: the next batch takes it.
+_LOCKED_SELECTION = f"""
+        SELECT id, ctid AS tid FROM jobs
+        WHERE {_ELIGIBLE}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED"""  # noqa: S608
+DELETE_BATCH = sa.text(_DELETE_BATCH.format(select=_LOCKED_SELECTION, on_conflict=""))
+_RETOMB = """ON CONFLICT (job_id) DO UPDATE
         SET final_status = EXCLUDED.final_status, created_at = EXCLUDED.created_at,
             expired_at = EXCLUDED.expired_at, deleted_at = EXCLUDED.deleted_at,
             object_count = EXCLUDED.object_count, events_deleted = EXCLUDED.events_deleted,
             reason = EXCLUDED.reason, run_id = EXCLUDED.run_id"""
-    )
+#: The same, for a batch holding a job id that already has a tombstone: the newer deletion wins.
+DELETE_BATCH_RETOMB = sa.text(_DELETE_BATCH.format(select=_LOCKED_SELECTION, on_conflict=_RETOMB))
+#: Purge: the named jobs, already locked by ``LOCK_FOR_PURGE`` (a re-used id is fine here too).
+DELETE_NAMED = sa.text(
+    _DELETE_BATCH.format(select="SELECT id, ctid AS tid FROM jobs WHERE id = ANY(:ids)", on_conflict=_RETOMB)
 )
 
 #: Is anything left to do? (index-ordered probe: stops at the first eligible row).

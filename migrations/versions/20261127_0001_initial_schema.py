@@ -145,6 +145,9 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("idx_storage_deletions_next_attempt_at"), "storage_deletions", ["next_attempt_at"])
+    # Chunk rows are written once and deleted soon: compressing them (pglz) was most of the cost of
+    # writing them in a phase-1 batch. Not visible to autogenerate, hence here only.
+    op.execute("ALTER TABLE storage_deletions ALTER COLUMN object_keys SET STORAGE EXTERNAL")
     op.create_table(
         "job_deletions",
         sa.Column("job_id", pg.UUID(as_uuid=True), nullable=False),
