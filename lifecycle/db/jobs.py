@@ -19,7 +19,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from lifecycle import errors, logs
+from lifecycle import errors
 from lifecycle.db._common import (
     as_uuid,
     check_datetime,
@@ -37,8 +37,6 @@ from lifecycle.states import JobStatus, allowed_sources, can_transition, parse_s
 if TYPE_CHECKING:
     from lifecycle.db.events import JobEventsRepo
     from lifecycle.settings import Settings
-
-log = logs.get_logger(__name__)
 
 #: Event types written by this repository.
 EVENT_CREATED: Final = "created"
@@ -468,10 +466,7 @@ SELECT id FROM moved
             row = execute(self.connection, _CLAIM_NEXT, values).one_or_none()
             if row is None:
                 return None
-            job = job_from_row(row)
-            with logs.bound(job_id=job.id):
-                log.debug("job claimed", attempts=job.attempts)
-            return job
+            return job_from_row(row)
 
     def renew_lease(self, job_id: UUID | str, lease_seconds: int | None = None) -> Job:
         """Extend a processing job's lease to now plus ``lease_seconds`` (default: the setting)."""

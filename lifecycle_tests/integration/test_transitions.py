@@ -141,3 +141,25 @@ def test_database_trigger_rejects_a_bypassing_update(db, raw):
     with pytest.raises(psycopg.errors.CheckViolation):
         raw.execute("UPDATE jobs SET status = 'queued' WHERE id = %s", (job.id,))
     assert row(raw, job.id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"data": {"x": object()}},
+        {"data": {"n": float("nan")}},
+        {"data": ["not", "a", "mapping"]},
+        {"data": {"big": "x" * 70_000}},
+        {"reason": 5},
+        {"reason": ""},
+        {"error": "a\x00b"},
+        {"lease_seconds": 0},
+    ],
+    ids=["object", "nan", "list", "too-big", "reason-int", "reason-empty", "error-nul", "lease-0"],
+)
+def test_bad_event_data_changes_nothing(db, raw, kwargs):
+    job = job_in(db, JobStatus.QUEUED)
+    before = snapshot(raw)
+    with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+        tx.jobs.transition(job.id, JobStatus.PROCESSING, **kwargs)
+    assert snapshot(raw) == before
