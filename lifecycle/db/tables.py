@@ -72,7 +72,10 @@ job_events = sa.Table(
         sa.ForeignKey("jobs.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, server_default=_NOW),
+    # clock_timestamp(), not now(): now() is the transaction's start, so a writer that waited for
+    # another's row lock would get an earlier ts than the event it follows, and replaying events by
+    # (ts, id) would put them out of order.
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("clock_timestamp()")),
     sa.Column("type", sa.Text, nullable=False),
     sa.Column("from_status", sa.Text),
     sa.Column("to_status", sa.Text),

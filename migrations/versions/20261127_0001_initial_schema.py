@@ -106,7 +106,9 @@ def upgrade() -> None:
         "job_events",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("job_id", pg.UUID(as_uuid=True), nullable=False),
-        sa.Column("ts", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column(
+            "ts", sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"), nullable=False
+        ),
         sa.Column("type", sa.Text(), nullable=False),
         sa.Column("from_status", sa.Text(), nullable=True),
         sa.Column("to_status", sa.Text(), nullable=True),
