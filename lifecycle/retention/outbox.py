@@ -71,6 +71,8 @@ def _record(db: Database, *, now: datetime | None, rows: dict[int, _Claimed], re
     """Finish rows in one short transaction: drop the rows whose keys are all confirmed gone; a
     chunk row that is partly done keeps only its other keys; rows with a failure back off; rows
     not (fully) tried are due again now when ``release``."""
+    if not rows:
+        return
     done: list[int] = []
     failed: list[tuple[int, str]] = []
     untried: list[int] = []

@@ -373,3 +373,27 @@ def test_a_reused_job_id_gets_its_tombstone_replaced(db, raw):
     ).fetchall()
     assert rows == [("succeeded", "new-run", 1, True)]
     assert count(raw, "SELECT count(*) FROM job_deletions WHERE run_id = 'new-run'") == 3
+
+
+def test_event_counts_in_tombstones_are_what_the_cascade_removed(db, raw):
+    """Events are counted in the batch statement and removed by the FK cascade: the counts match."""
+    none = insert_jobs(raw, 2, events=0)
+    one = insert_jobs(raw, 2, events=1)
+    four = insert_jobs(raw, 2, events=4)
+    live = insert_jobs(raw, 1, events=3, expires_in_seconds=86_400)
+    ids = none + one + four
+    before = dict(
+        raw.execute(
+            "SELECT j, count(e.id) FROM unnest(%s::uuid[]) AS j LEFT JOIN job_events e ON e.job_id = j "
+            "GROUP BY j",
+            [ids],
+        ).fetchall()
+    )
+
+    report = cleanup(db, None, batch_size=4)
+
+    assert report.events_deleted == sum(before.values()) == 10
+    after = dict(raw.execute("SELECT job_id, events_deleted FROM job_deletions").fetchall())
+    assert after == before
+    assert count(raw, "SELECT count(*) FROM job_events WHERE job_id = ANY(%s)", [ids]) == 0
+    assert count(raw, "SELECT count(*) FROM job_events WHERE job_id = ANY(%s)", [live]) == 3
