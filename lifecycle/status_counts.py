@@ -37,7 +37,11 @@ _EXPIRED = sa.text(
     """
 )
 
-_OUTBOX = sa.text("SELECT count(*) AS n, min(created_at) AS oldest FROM storage_deletions")
+# Keys, not rows: retention queues a batch's keys as chunk rows (``object_keys``, up to 1000 each).
+_OUTBOX = sa.text(
+    "SELECT coalesce(sum(coalesce(cardinality(object_keys), 1)), 0) AS n, min(created_at) AS oldest "
+    "FROM storage_deletions"
+)
 
 
 @dataclass(frozen=True)
