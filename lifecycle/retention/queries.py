@@ -22,20 +22,20 @@ SET_TIMEOUTS = sa.text(
     """
     SELECT set_config('statement_timeout', :statement_timeout, true),
            set_config('lock_timeout', :lock_timeout, true),
-           -- The planner overestimates the CTE joins of a batch and JIT-compiles it: 15-40 ms of
-           -- a 10k batch spent compiling a plan that runs once.
+           -- The planner overestimates the CTE joins of a batch and JIT-compiles it: about 15 ms
+           -- of a 10k batch spent compiling a plan that runs once.
            set_config('jit', 'off', true)
     """
 )
 
-#: Phase 1, the body: for the locked rows (``sel``), in one statement: count each job's events, delete the
-#: jobs (events cascade), queue every recorded object key in the outbox and write one tombstone per
-#: deleted job. Tombstones and outbox rows are fed by DELETE ... RETURNING, so they describe exactly
-#: what was deleted. Measured choices (EXPLAIN ANALYZE per batch, see BENCHMARKS.md):
-#: - the keys go in as chunk rows (``object_keys``: one bucket, at most ``:chunk`` keys each; one row
-#:   per job when ``:per_job``, for purge), not one row per key through the unique ``object_key``
-#:   index with ON CONFLICT: that was the largest cost of a batch. A key that is also queued as a
-#:   single-key row is harmless (the second remove finds it absent and its row is deleted);
+#: Phase 1, the body: for the locked rows (``sel``), in one statement: count each job's events,
+#: delete the jobs (events cascade), queue every recorded object key in the outbox and write one
+#: tombstone per deleted job. Tombstones and outbox rows are fed by DELETE ... RETURNING, so they
+#: describe exactly what was deleted. Measured choices (EXPLAIN ANALYZE per batch, BENCHMARKS.md):
+#: - the keys go in as chunk rows (``object_keys``: sources or results, at most ``:chunk`` keys
+#:   each; one row per job when ``:per_job``, for purge), not one row per key through the unique
+#:   ``object_key`` index with ON CONFLICT: that was the largest cost of a batch. A key also queued
+#:   as a single-key row is harmless (the second remove finds it absent, its row is deleted);
 #: - the tombstone is a plain INSERT: a job id is tombstoned once, since ids come from
 #:   ``gen_random_uuid()``; a re-used id (a restored row) fails with ``pk_job_deletions`` and the
 #:   batch is retried with ``DELETE_BATCH_RETOMB`` (ON CONFLICT), so the fast path pays nothing;
@@ -51,8 +51,8 @@ _DELETE_BATCH = """
         DELETE FROM jobs WHERE ctid = ANY(ARRAY(SELECT tid FROM sel))
         RETURNING id, status, created_at, expires_at, source_key, result_keys
     ), queued AS (
-        -- Sources and results in separate rows (keys are built per bucket), sliced to :chunk keys:
-        -- a chunk row is then one remove call. No sort, no per-key expression.
+        -- Source keys and result keys in separate rows, sliced to :chunk keys: a chunk row is then
+        -- one remove call (the drain groups by prefix anyway). No sort, no per-key expression.
         INSERT INTO storage_deletions (object_keys, job_id, run_id, next_attempt_at)
         SELECT s.keys[i : i + :chunk - 1], s.job_id, :run_id,
                least(coalesce(CAST(:now AS timestamptz), now()), now())
@@ -90,9 +90,9 @@ _DELETE_BATCH = """
 #: LOCKED lets concurrent runs and busy workers pass each other), then the above. The ids never go
 #: through the client (that round trip was a fifth of a 1k batch), and the rows are deleted by the
 #: ``ctid`` this statement locked them at (a TID scan, not a scan of ``jobs`` per batch): a locked
-#: row cannot move. A row updated between the statement's snapshot and its lock is locked but not
-#: deleted (the locked version is newer than the snapshot): ``locked`` vs ``jobs`` shows it, and
-#: the next batch takes it.
+#: row cannot move, and a TID that does not hold the locked version deletes nothing. A row updated
+#: between the statement's snapshot and its lock is locked but not deleted (the locked version is
+#: newer than the snapshot): ``locked`` vs ``jobs`` shows it, and the next batch takes it.
 _LOCKED_SELECTION = f"""
         SELECT id, ctid AS tid FROM jobs
         WHERE {_ELIGIBLE}
