@@ -380,7 +380,8 @@ def run(bench: Any) -> Any:
         "ours = `lifecycle.retention.cleanup(db, None, batch_size=n)`: per batch one statement locks "
         "up to n expired jobs (`FOR UPDATE SKIP LOCKED`, oldest expiry first), deletes them by the "
         "locked `ctid` (events cascade), writes one tombstone per job and the object keys as outbox "
-        "chunk rows (at most 1000 keys of one bucket each); per-batch statement and lock timeouts. "
+        "chunk rows (source keys or result keys, at most 1000 per row); per-batch statement and "
+        "lock timeouts. "
         "raw = `SELECT id ... FOR UPDATE SKIP LOCKED` into an array, then "
         "`DELETE FROM jobs WHERE id = ANY(ids)`. Both commit durably (`synchronous_commit` on)."
     )
