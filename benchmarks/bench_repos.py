@@ -17,57 +17,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bcrypt
-import sqlalchemy as sa
 
 from benchmarks.harness import Bench, Report, Row, compare_rounds, percentile
 from lifecycle.db import Database
+from lifecycle.db import jobs as jobs_sql
 from lifecycle.db._common import encode_cursor
-from lifecycle.db.engine import sqlalchemy_url
 from lifecycle.settings import Settings
 from lifecycle.states import JobStatus, allowed_sources
 
 AREA = "repos"
 TITLE = "Repositories: transitions, batches, pages, claims, API keys"
 
-# -- the raw side: the same statements as lifecycle/db/jobs.py, written out for psycopg -------------
+# -- the raw side: the repository's own statement strings (psycopg placeholders), sent by psycopg ------
+# The project sends these same strings on the driver connection; the raw side binds the same values.
 
-_SET = """
-        status = %(to_status)s,
-        version = j.version + 1,
-        updated_at = now(),
-        attempts = j.attempts + %(attempt_inc)s,
-        lease_expires_at = now() + CAST(%(lease)s AS interval),
-        expires_at = COALESCE(now() + CAST(%(retention)s AS interval), j.expires_at),
-        error = COALESCE(%(error)s, j.error)"""
-_COLS = (
-    "j.id, j.status, j.params, j.source_key, j.result_keys, j.error, j.attempts, j.version, "
-    "j.lease_expires_at, j.retention_hold, j.api_key_id, j.created_at, j.updated_at, j.expires_at"
-)
-_EVENT = """
-    INSERT INTO job_events (job_id, type, from_status, to_status, data, run_id)
-    SELECT id, 'transition', from_status, status, CAST(%(data)s AS jsonb), %(run_id)s FROM moved"""
-
-RAW_TRANSITION_KNOWN = f"""
-WITH moved AS (
-    UPDATE jobs AS j SET {_SET}
-    WHERE j.id = %(id)s AND j.status = %(from_status)s
-    RETURNING {_COLS}, CAST(%(from_status)s AS text) AS from_status
-), ev AS ({_EVENT}
-)
-SELECT * FROM moved
-"""
-RAW_TRANSITION_ANY = f"""
-WITH old AS (
-    SELECT id, status FROM jobs WHERE id = %(id)s FOR UPDATE
-), moved AS (
-    UPDATE jobs AS j SET {_SET}
-    FROM old
-    WHERE j.id = old.id AND old.status = ANY(%(allowed)s)
-    RETURNING {_COLS}, old.status AS from_status
-), ev AS ({_EVENT}
-)
-SELECT * FROM moved
-"""
+RAW_TRANSITION_KNOWN = jobs_sql._TRANSITION_KNOWN_FROM
+RAW_TRANSITION_ANY = jobs_sql._TRANSITION_ANY_FROM
+RAW_CLAIM = jobs_sql._CLAIM_NEXT
+RAW_PAGE = jobs_sql._LIST_AFTER
+# What ``JobsRepo.transition_many`` builds when only the source status filters.
 RAW_TRANSITION_MANY = f"""
 WITH picked AS (
     SELECT id FROM jobs WHERE status = %(from_status)s
@@ -75,33 +43,13 @@ WITH picked AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), moved AS (
-    UPDATE jobs AS j SET {_SET}
+    UPDATE jobs AS j SET {jobs_sql._SET_STATUS}
     FROM picked
     WHERE j.id = picked.id AND j.status = %(from_status)s
     RETURNING j.id, j.status, CAST(%(from_status)s AS text) AS from_status
-), ev AS ({_EVENT}
+), ev AS ({jobs_sql._INSERT_TRANSITION_EVENT}
 )
 SELECT id FROM moved
-"""
-RAW_CLAIM = f"""
-WITH next AS (
-    SELECT id FROM jobs WHERE status = 'queued'
-    ORDER BY created_at, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), moved AS (
-    UPDATE jobs AS j SET {_SET}
-    FROM next
-    WHERE j.id = next.id
-    RETURNING {_COLS}, CAST('queued' AS text) AS from_status
-), ev AS ({_EVENT}
-)
-SELECT * FROM moved
-"""
-RAW_PAGE = f"""
-SELECT {_COLS.replace("j.", "")} FROM jobs
-WHERE status = %(status)s AND (created_at, id) > (%(after_ts)s, %(after_id)s)
-ORDER BY created_at, id LIMIT %(limit)s
 """
 
 
@@ -111,17 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rows",
         default="1000000",
         help="comma-separated row counts for the list_by_status scenario (e.g. 1000000,10000000)",
-    )
-
-
-def _engine_without_ping(url: str, pool_size: int) -> sa.Engine:
-    """An engine like ``Database.from_url``'s, minus ``pool_pre_ping``."""
-    return sa.create_engine(
-        sqlalchemy_url(url),
-        pool_size=pool_size,
-        max_overflow=10,
-        hide_parameters=True,
-        connect_args={"prepare_threshold": _settings().database_prepare_threshold},
     )
 
 
@@ -138,6 +75,7 @@ def _status_values(target: JobStatus, settings: Settings) -> dict[str, Any]:
         "lease": timedelta(seconds=settings.lease_seconds) if processing else None,
         "retention": None if processing else settings.retention_for(target),
         "error": None,
+        "event_type": "transition",
         "data": "{}",
         "run_id": None,
     }
@@ -164,7 +102,7 @@ def _load_queued(conn: Any, n: int) -> list[uuid.UUID]:
 def single_transitions(bench: Bench, report: Report, connections: int, target: JobStatus) -> None:
     """Single transitions, one transaction each, on ``connections`` threads.
 
-    Three variants (project, project on an engine without pre-ping, raw) run interleaved in blocks
+    Three variants (project, project with DATABASE_POOL_PRE_PING on, raw) run interleaved in blocks
     of 100 per connection, so load from other processes on the machine hits all of them alike.
     """
     per_round = (400 if bench.quick else 2000) // connections * connections
@@ -175,7 +113,7 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
     with bench.database() as url:
         admin = bench.raw_connect(url, autocommit=True)
         db = bench.project_db(url, pool_size=connections)
-        db_no_ping = Database(_engine_without_ping(url, connections), db.settings)
+        db_ping = bench.project_db(url, pool_size=connections, DATABASE_POOL_PRE_PING="true")
         raws = [bench.raw_connect(url) for _ in range(connections)]
         try:
             ids = _load_queued(admin, per_round * rounds * 3)
@@ -209,7 +147,7 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
                         row = conn.execute(statement, {**values, **extra, "id": job_id}).fetchone()
                         assert row is not None
 
-            variants = {"project": project_work(db), "no_ping": project_work(db_no_ping), "raw": raw_work}
+            variants = {"project": project_work(db), "ping": project_work(db_ping), "raw": raw_work}
             rates: dict[str, list[float]] = {name: [] for name in variants}
             pending = iter(ids)
             for k in range(rounds):
@@ -225,10 +163,10 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
                         done[name] += len(chunk)
                 for name in variants:
                     rates[name].append(done[name] / spent[name])
-            p, no_ping, r = (statistics.median(rates[n]) for n in ("project", "no_ping", "raw"))
+            p, ping, r = (statistics.median(rates[n]) for n in ("project", "ping", "raw"))
         finally:
             db.dispose()
-            db_no_ping.dispose()
+            db_ping.dispose()
             for conn in raws:
                 conn.close()
             admin.close()
@@ -245,11 +183,11 @@ def single_transitions(bench: Bench, report: Report, connections: int, target: J
     )
     report.rows.append(
         Row(
-            f"transition queued->{target.value}, {connections} connection(s), engine without pre-ping",
+            f"transition queued->{target.value}, {connections} connection(s), with pre-ping",
             "transitions/s",
-            no_ping,
+            ping,
             r,
-            note="same project code; SQLAlchemy pool_pre_ping=False (engine.py sets it True)",
+            note="same project code with DATABASE_POOL_PRE_PING=true (one more round trip per transaction)",
         )
     )
 
@@ -530,7 +468,7 @@ def api_keys(bench: Bench, report: Report) -> None:
                     "verifies/s",
                     warm_tx,
                     None,
-                    note="no SQL sent for the check; cost is the transaction checkout (pool pre-ping)",
+                    note="no SQL sent for the check; cost is the pool checkout and an empty transaction",
                 )
             )
             with warm_db.engine.connect() as conn:
@@ -578,17 +516,22 @@ def run(bench: Bench) -> Report:
         bench.log(f"repos: {name}")
         step()
     report.notes += [
-        "Both sides open one transaction per operation; the project side also checks a pooled "
-        "connection out of SQLAlchemy (with pre-ping), builds records, and records metrics.",
-        "The raw side sends the repository's statements written out for psycopg (psycopg defaults, "
-        "prepare_threshold 5 like the project): the one-statement data-modifying CTE (guarded UPDATE "
-        "... RETURNING feeding the event INSERT). With one allowed source status (or expected_from) the "
-        "UPDATE is guarded by `status = :from`; with two (-> canceled, -> queued) a `FOR UPDATE` CTE "
-        "reads the status actually left, so the event's from_status is right under races.",
-        "Rounds alternate project/raw so drift hits both sides; the machine runs other engineers' "
-        "test suites at the same time (load average 5-8 on 2 cores), so absolute numbers are noisy "
-        "and lower than on an idle machine (every commit waits for fsync); compare the ratios.",
-        "`engine without pre-ping`: the same project code on an engine with pool_pre_ping=False; the "
-        "gap to the default row is the ping SQLAlchemy sends on every checkout (lifecycle/db/engine.py).",
+        "Both sides open one transaction per operation. The project side also checks a pooled "
+        "connection out of SQLAlchemy (DATABASE_POOL_PRE_PING off, the default), begins and commits "
+        "through it, validates the arguments, builds records, records metrics and binds the job id "
+        "for logging.",
+        "Same SQL on both sides: the raw side sends the repository's own statement strings "
+        "(`lifecycle/db/jobs.py`, psycopg `%(name)s` placeholders) with the same values, psycopg "
+        "defaults, prepare_threshold 5 like the project. The repository sends them on the psycopg "
+        "connection under its SQLAlchemy connection (no statement compilation or result wrapping). "
+        "The statement is the one-statement data-modifying CTE (guarded UPDATE ... RETURNING feeding "
+        "the event INSERT). With one allowed source status (or expected_from) the UPDATE is guarded by "
+        "`status = %(from_status)s`; with two (-> canceled, -> queued) a `FOR UPDATE` CTE reads the "
+        "status actually left, so the event's from_status is right under races.",
+        "Rounds alternate project/raw (single transitions: interleaved blocks) so drift hits both "
+        "sides; the machine runs other engineers' test suites at the same time, so absolute numbers "
+        "are noisy and lower than on an idle machine (every commit waits for fsync); compare the ratios.",
+        "`with pre-ping`: the same project code with DATABASE_POOL_PRE_PING=true; the gap to the "
+        "default row is the ping SQLAlchemy sends on every checkout.",
     ]
     return report

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     database_prepare_threshold: int | None = Field(
         5, description="psycopg prepare_threshold; empty/none for Supabase's transaction pooler"
     )
+    database_pool_pre_ping: bool = Field(
+        False, description="Test each pooled connection before use (one round trip per transaction)"
+    )
+    database_pool_recycle_seconds: int = Field(
+        300, ge=-1, description="Replace pooled connections older than this (pool_recycle; -1: never)"
+    )
     supabase_url: str | None = Field(None, description="Base URL of the Supabase project")
     supabase_service_role_key: SecretStr | None = Field(None, description="Service-role JWT")
     supabase_storage_bucket: str | None = Field(

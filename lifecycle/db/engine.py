@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -58,17 +58,21 @@ class Database:
         threshold = (
             settings.database_prepare_threshold if prepare_threshold == "default" else prepare_threshold
         )
-        engine = sa.create_engine(
-            sqlalchemy_url(url),
-            pool_size=pool_size or settings.database_pool_size,
-            max_overflow=10,
-            pool_pre_ping=True,
+        options: dict[str, Any] = {
+            "pool_size": pool_size or settings.database_pool_size,
+            "max_overflow": 10,
+            # Off by default: a ping is one more round trip on every transaction. Without it a
+            # connection the server dropped fails its first transaction (DatabaseUnavailable), and
+            # the pool is invalidated so the next transaction reconnects (``_common``/SQLAlchemy).
+            "pool_pre_ping": settings.database_pool_pre_ping,
+            # Replaced before a pooler or proxy would drop them for being idle or old.
+            "pool_recycle": settings.database_pool_recycle_seconds,
             # Parameters may hold secrets (hashes, keys): never echo them in an error.
-            hide_parameters=True,
-            connect_args={"prepare_threshold": threshold},
-            **engine_kwargs,
-        )
-        return cls(engine, settings)
+            "hide_parameters": True,
+            "connect_args": {"prepare_threshold": threshold},
+        }
+        options.update(engine_kwargs)
+        return cls(sa.create_engine(sqlalchemy_url(url), **options), settings)
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> Database:

@@ -12,7 +12,7 @@ everything else (notes, progress, storage actions). Events written inside a tran
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from uuid import UUID
 
@@ -26,7 +26,8 @@ from lifecycle.db._common import (
     decode_cursor,
     dump_json,
     encode_cursor,
-    execute,
+    fetch_all,
+    fetch_one,
     operation,
 )
 from lifecycle.records import JobEvent, Page
@@ -39,33 +40,37 @@ MAX_DATA_BYTES: Final = 64 * 1024
 
 _COLUMNS = "id, job_id, ts, type, from_status, to_status, data, run_id"
 
-_ADD = sa.text(f"""
+_ADD = f"""
 INSERT INTO job_events (job_id, type, data, run_id)
-VALUES (:job_id, :type, CAST(:data AS jsonb), :run_id)
+VALUES (%(job_id)s, %(type)s, CAST(%(data)s AS jsonb), %(run_id)s)
 RETURNING {_COLUMNS}
-""")
-_LIST_FIRST = sa.text(f"""
-SELECT {_COLUMNS} FROM job_events WHERE job_id = :job_id
-ORDER BY ts, id LIMIT :limit
-""")
-_LIST_AFTER = sa.text(f"""
+"""
+_LIST_FIRST = f"""
+SELECT {_COLUMNS} FROM job_events WHERE job_id = %(job_id)s
+ORDER BY ts, id LIMIT %(limit)s
+"""
+_LIST_AFTER = f"""
 SELECT {_COLUMNS} FROM job_events
-WHERE job_id = :job_id AND (ts, id) > (:after_ts, :after_id)
-ORDER BY ts, id LIMIT :limit
-""")
+WHERE job_id = %(job_id)s AND (ts, id) > (%(after_ts)s, %(after_id)s)
+ORDER BY ts, id LIMIT %(limit)s
+"""
 
 
-def event_from_row(row: Any) -> JobEvent:
-    """A ``JobEvent`` from a row selected with the repository's column list."""
+_STATUS_BY_VALUE: Final = {status.value: status for status in JobStatus}
+
+
+def event_from_row(row: Sequence[Any]) -> JobEvent:
+    """A ``JobEvent`` from a row selected with the repository's column list (positional: see jobs)."""
+    from_status, to_status = row[4], row[5]
     return JobEvent(
-        id=row.id,
-        job_id=row.job_id,
-        ts=row.ts,
-        type=row.type,
-        from_status=None if row.from_status is None else JobStatus(row.from_status),
-        to_status=None if row.to_status is None else JobStatus(row.to_status),
-        data=row.data,
-        run_id=row.run_id,
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        None if from_status is None else _STATUS_BY_VALUE[from_status],
+        None if to_status is None else _STATUS_BY_VALUE[to_status],
+        row[6],
+        row[7],
     )
 
 
@@ -82,12 +87,14 @@ class JobEventsRepo:
         with operation("events", "add", job_uuid):
             check_text(type, "type", max_length=200)
             payload = dump_json(data, "data", max_bytes=MAX_DATA_BYTES)
-            row = execute(
+            row = fetch_one(
                 self.connection,
                 _ADD,
                 {"job_id": job_uuid, "type": type, "data": payload, "run_id": self.run_id},
                 job_id=job_uuid,
-            ).one()
+            )
+            if row is None:  # an INSERT ... RETURNING always returns its row
+                raise errors.LifecycleError("event was not written")
             return event_from_row(row)
 
     def page(self, job_id: UUID | str, limit: int = 100, after: str | None = None) -> Page[JobEvent]:
@@ -126,7 +133,8 @@ class JobEventsRepo:
                 raise errors.InvalidInput("invalid cursor", field="after")
             values.update(after_ts=after_ts, after_id=int(after_id))
             statement = _LIST_AFTER
-        rows = execute(self.connection, statement, values, job_id=job_uuid).all()
-        items = [event_from_row(r) for r in rows[:limit]]
-        cursor = encode_cursor(items[-1].ts, items[-1].id) if len(rows) > limit else None
+        rows = fetch_all(self.connection, statement, values, job_id=job_uuid)
+        more = len(rows) > limit
+        items = [event_from_row(r) for r in (rows[:limit] if more else rows)]
+        cursor = encode_cursor(items[-1].ts, items[-1].id) if more else None
         return Page(items=items, next_cursor=cursor)

@@ -12,12 +12,13 @@ commits; the unit of work (``db.transaction()``) does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 import sqlalchemy as sa
+import sqlalchemy.exc
 
 from lifecycle import errors
 from lifecycle.db._common import (
@@ -28,9 +29,11 @@ from lifecycle.db._common import (
     decode_cursor,
     dump_json,
     encode_cursor,
-    execute,
+    fetch_all,
+    fetch_one,
     operation,
 )
+from lifecycle.db._translate import translate
 from lifecycle.records import Job, Page
 from lifecycle.states import JobStatus, allowed_sources, can_transition, parse_status
 
@@ -60,104 +63,94 @@ _UNSET: Any = object()
 _STATUS_BY_VALUE: Final = {status.value: status for status in JobStatus}
 
 
-def job_from_row(row: Any) -> Job:
+def job_from_row(row: Sequence[Any]) -> Job:
     """A ``Job`` from a row whose first columns are the repository's column list."""
-    # Positional unpacking: pages build hundreds of records, and named access costs more.
-    (
-        id_,
-        status,
-        params,
-        source_key,
-        result_keys,
-        error,
-        attempts,
-        version,
-        lease_expires_at,
-        retention_hold,
-        api_key_id,
-        created_at,
-        updated_at,
-        expires_at,
-    ) = tuple(row)[:14]
+    # Positional, in the dataclass's field order: pages build hundreds of records per call, and
+    # keyword matching or named row access costs more than the rest of building one.
     return Job(
-        id=id_,
-        status=_STATUS_BY_VALUE[status],
-        params=params,
-        source_key=source_key,
-        result_keys=tuple(result_keys),
-        error=error,
-        attempts=attempts,
-        version=version,
-        lease_expires_at=lease_expires_at,
-        retention_hold=retention_hold,
-        api_key_id=api_key_id,
-        created_at=created_at,
-        updated_at=updated_at,
-        expires_at=expires_at,
+        row[0],
+        _STATUS_BY_VALUE[row[1]],
+        row[2],
+        row[3],
+        tuple(row[4]),
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
     )
 
 
 # -- SQL ------------------------------------------------------------------------------------------
-# The SET list shared by every status change. ``:lease`` and ``:retention`` are intervals or NULL:
-# a NULL lease clears it (only a processing job holds one: ck_jobs_lease), a NULL retention keeps
-# the current expiry.
+# psycopg's own placeholders: these are sent on the driver connection (``_common.fetch_one``), and
+# the benchmark's raw side sends the same strings. The SET list is shared by every status change;
+# ``lease`` and ``retention`` are intervals or NULL: a NULL lease clears it (only a processing job
+# holds one: ck_jobs_lease), a NULL retention keeps the current expiry.
 _SET_STATUS = """
-        status = :to_status,
+        status = %(to_status)s,
         version = j.version + 1,
         updated_at = now(),
-        attempts = j.attempts + :attempt_inc,
-        lease_expires_at = now() + CAST(:lease AS interval),
-        expires_at = COALESCE(now() + CAST(:retention AS interval), j.expires_at),
-        error = COALESCE(:error, j.error)"""
+        attempts = j.attempts + %(attempt_inc)s,
+        lease_expires_at = now() + CAST(%(lease)s AS interval),
+        expires_at = COALESCE(now() + CAST(%(retention)s AS interval), j.expires_at),
+        error = COALESCE(%(error)s, j.error)"""
 
 _INSERT_TRANSITION_EVENT = """
     INSERT INTO job_events (job_id, type, from_status, to_status, data, run_id)
-    SELECT id, :event_type, from_status, status, CAST(:data AS jsonb), :run_id FROM moved"""
+    SELECT id, %(event_type)s, from_status, status, CAST(%(data)s AS jsonb), %(run_id)s FROM moved"""
 
-_CREATE = sa.text(f"""
+_CREATE = f"""
 WITH created AS (
     INSERT INTO jobs (params, expires_at, api_key_id)
-    VALUES (CAST(:params AS jsonb), COALESCE(:expires_at, now() + CAST(:retention AS interval)), :api_key_id)
+    VALUES (
+        CAST(%(params)s AS jsonb),
+        COALESCE(%(expires_at)s, now() + CAST(%(retention)s AS interval)),
+        %(api_key_id)s
+    )
     RETURNING {_COLUMNS}
 ), ev AS (
     INSERT INTO job_events (job_id, type, from_status, to_status, data, run_id)
-    SELECT id, :event_type, NULL, status, '{{}}'::jsonb, :run_id FROM created
+    SELECT id, %(event_type)s, NULL, status, '{{}}'::jsonb, %(run_id)s FROM created
 )
 SELECT {_COLUMNS} FROM created
-""")
+"""
 
-_GET = sa.text(f"SELECT {_COLUMNS} FROM jobs WHERE id = :id")
-_GET_STATUS = sa.text("SELECT status, version FROM jobs WHERE id = :id")
+_GET = f"SELECT {_COLUMNS} FROM jobs WHERE id = %(id)s"
+_GET_STATUS = "SELECT status, version FROM jobs WHERE id = %(id)s"
 
 # When the source status is known (one allowed source, or ``expected_from``): the plain guarded
 # UPDATE, and the event's from_status is that status.
-_TRANSITION_KNOWN_FROM = sa.text(f"""
+_TRANSITION_KNOWN_FROM = f"""
 WITH moved AS (
     UPDATE jobs AS j SET {_SET_STATUS}
-    WHERE j.id = :id AND j.status = :from_status
-    RETURNING {_J_COLUMNS}, CAST(:from_status AS text) AS from_status
+    WHERE j.id = %(id)s AND j.status = %(from_status)s
+    RETURNING {_J_COLUMNS}, CAST(%(from_status)s AS text) AS from_status
 ), ev AS ({_INSERT_TRANSITION_EVENT}
 )
 SELECT * FROM moved
-""")
+"""
 
 # When several sources are allowed, the old status has to come from the row itself. The
 # ``FOR UPDATE`` CTE waits for a concurrent writer and then reads the row's newest version, so the
 # event's from_status is the status actually left (a plain self-join could see a stale one).
-_TRANSITION_ANY_FROM = sa.text(f"""
+_TRANSITION_ANY_FROM = f"""
 WITH old AS (
-    SELECT id, status FROM jobs WHERE id = :id FOR UPDATE
+    SELECT id, status FROM jobs WHERE id = %(id)s FOR UPDATE
 ), moved AS (
     UPDATE jobs AS j SET {_SET_STATUS}
     FROM old
-    WHERE j.id = old.id AND old.status = ANY(:allowed)
+    WHERE j.id = old.id AND old.status = ANY(%(allowed)s)
     RETURNING {_J_COLUMNS}, old.status AS from_status
 ), ev AS ({_INSERT_TRANSITION_EVENT}
 )
 SELECT * FROM moved
-""")
+"""
 
-_CLAIM_NEXT = sa.text(f"""
+_CLAIM_NEXT = f"""
 WITH next AS (
     SELECT id FROM jobs WHERE status = 'queued'
     ORDER BY created_at, id
@@ -171,56 +164,56 @@ WITH next AS (
 ), ev AS ({_INSERT_TRANSITION_EVENT}
 )
 SELECT * FROM moved
-""")
+"""
 
-_RENEW_LEASE = sa.text(f"""
+_RENEW_LEASE = f"""
 UPDATE jobs AS j
-SET lease_expires_at = now() + CAST(:lease AS interval), version = j.version + 1, updated_at = now()
-WHERE j.id = :id AND j.status = 'processing'
+SET lease_expires_at = now() + CAST(%(lease)s AS interval), version = j.version + 1, updated_at = now()
+WHERE j.id = %(id)s AND j.status = 'processing'
 RETURNING {_COLUMNS}
-""")
+"""
 
-_RECORD_SOURCE_KEY = sa.text(f"""
+_RECORD_SOURCE_KEY = f"""
 WITH old AS (
-    SELECT id, source_key FROM jobs WHERE id = :id FOR UPDATE
+    SELECT id, source_key FROM jobs WHERE id = %(id)s FOR UPDATE
 ), moved AS (
-    UPDATE jobs AS j SET source_key = :key, version = j.version + 1, updated_at = now()
+    UPDATE jobs AS j SET source_key = %(key)s, version = j.version + 1, updated_at = now()
     FROM old
-    WHERE j.id = old.id AND old.source_key IS DISTINCT FROM :key
+    WHERE j.id = old.id AND old.source_key IS DISTINCT FROM %(key)s
     RETURNING {_J_COLUMNS}, old.source_key AS previous_key
 ), outbox AS (
     -- A replaced source would otherwise be an object no row points to: queue it for deletion.
     INSERT INTO storage_deletions (object_key, job_id, run_id)
-    SELECT previous_key, id, :run_id FROM moved WHERE previous_key IS NOT NULL
+    SELECT previous_key, id, %(run_id)s FROM moved WHERE previous_key IS NOT NULL
     ON CONFLICT (object_key) DO NOTHING
 ), requeued AS (
     -- The key being recorded must not sit in the outbox from an earlier replacement.
-    DELETE FROM storage_deletions WHERE object_key = :key AND EXISTS (SELECT 1 FROM moved)
+    DELETE FROM storage_deletions WHERE object_key = %(key)s AND EXISTS (SELECT 1 FROM moved)
 ), ev AS (
     INSERT INTO job_events (job_id, type, data, run_id)
-    SELECT id, :event_type,
-           jsonb_strip_nulls(jsonb_build_object('key', CAST(:key AS text), 'previous', previous_key)),
-           :run_id
+    SELECT id, %(event_type)s,
+           jsonb_strip_nulls(jsonb_build_object('key', CAST(%(key)s AS text), 'previous', previous_key)),
+           %(run_id)s
     FROM moved
 )
 SELECT {_COLUMNS} FROM moved
-""")
+"""
 
-_ADD_RESULT_KEY = sa.text(f"""
+_ADD_RESULT_KEY = f"""
 WITH moved AS (
     UPDATE jobs AS j
-    SET result_keys = array_append(j.result_keys, CAST(:key AS text)), version = j.version + 1,
+    SET result_keys = array_append(j.result_keys, CAST(%(key)s AS text)), version = j.version + 1,
         updated_at = now()
-    WHERE j.id = :id AND NOT (CAST(:key AS text) = ANY(j.result_keys))
+    WHERE j.id = %(id)s AND NOT (CAST(%(key)s AS text) = ANY(j.result_keys))
     RETURNING {_J_COLUMNS}
 ), requeued AS (
-    DELETE FROM storage_deletions WHERE object_key = :key AND EXISTS (SELECT 1 FROM moved)
+    DELETE FROM storage_deletions WHERE object_key = %(key)s AND EXISTS (SELECT 1 FROM moved)
 ), ev AS (
     INSERT INTO job_events (job_id, type, data, run_id)
-    SELECT id, :event_type, jsonb_build_object('key', CAST(:key AS text)), :run_id FROM moved
+    SELECT id, %(event_type)s, jsonb_build_object('key', CAST(%(key)s AS text)), %(run_id)s FROM moved
 )
 SELECT {_COLUMNS} FROM moved
-""")
+"""
 
 
 class JobsRepo:
@@ -257,7 +250,7 @@ class JobsRepo:
             if expires_at is not None:
                 check_datetime(expires_at, "expires_at")
             key_id = None if api_key_id is None else as_uuid(api_key_id, "api_key_id")
-            row = execute(
+            row = fetch_one(
                 self.connection,
                 _CREATE,
                 {
@@ -268,14 +261,16 @@ class JobsRepo:
                     "event_type": EVENT_CREATED,
                     "run_id": self.run_id,
                 },
-            ).one()
+            )
+            if row is None:  # an INSERT ... RETURNING always returns its row
+                raise errors.LifecycleError("job was not created")
             return job_from_row(row)
 
     def get(self, job_id: UUID | str) -> Job:
         """The job ``job_id``; ``JobNotFound`` if there is none."""
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "get", job_uuid):
-            row = execute(self.connection, _GET, {"id": job_uuid}, job_id=job_uuid).one_or_none()
+            row = fetch_one(self.connection, _GET, {"id": job_uuid}, job_id=job_uuid)
             if row is None:
                 raise errors.JobNotFound(job_uuid)
             return job_from_row(row)
@@ -306,33 +301,36 @@ class JobsRepo:
             values: dict[str, Any] = {"id": job_uuid, "expected_version": expected_version}
             if params is not _UNSET:
                 values["params"] = dump_json(params, "params", max_bytes=self.settings.max_params_bytes)
-                sets.append("params = CAST(:params AS jsonb)")
+                sets.append("params = CAST(%(params)s AS jsonb)")
             if error is not _UNSET:
                 values["error"] = None if error is None else check_text(error, "error", allow_empty=True)
-                sets.append("error = :error")
+                sets.append("error = %(error)s")
             if retention_hold is not _UNSET:
                 if not isinstance(retention_hold, bool):
                     raise errors.InvalidInput("retention_hold must be a boolean", field="retention_hold")
                 values["retention_hold"] = retention_hold
-                sets.append("retention_hold = :retention_hold")
+                sets.append("retention_hold = %(retention_hold)s")
             if expires_at is not _UNSET:
                 values["expires_at"] = check_datetime(expires_at, "expires_at")
-                sets.append("expires_at = :expires_at")
+                sets.append("expires_at = %(expires_at)s")
             if not sets:
                 raise errors.InvalidInput("nothing to update")
             # The SET fragments are fixed strings chosen above; every value is a bound parameter.
-            statement = sa.text(
-                f"UPDATE jobs SET {', '.join(sets)}, version = version + 1, updated_at = now() "
-                f"WHERE id = :id AND version = :expected_version RETURNING {_COLUMNS}"
-            )
-            row = execute(self.connection, statement, values, job_id=job_uuid).one_or_none()
+            try:
+                row = self.connection.exec_driver_sql(
+                    f"UPDATE jobs SET {', '.join(sets)}, version = version + 1, updated_at = now() "
+                    f"WHERE id = %(id)s AND version = %(expected_version)s RETURNING {_COLUMNS}",
+                    values,
+                ).fetchone()
+            except sqlalchemy.exc.DBAPIError as exc:
+                raise translate(exc, job_id=job_uuid) from exc
             if row is not None:
                 return job_from_row(row)
-            current = execute(self.connection, _GET_STATUS, {"id": job_uuid}).one_or_none()
+            current = fetch_one(self.connection, _GET_STATUS, {"id": job_uuid}, job_id=job_uuid)
             if current is None:
                 raise errors.JobNotFound(job_uuid)
             raise errors.VersionConflict(
-                job_uuid, expected_version=expected_version, actual_version=current.version
+                job_uuid, expected_version=expected_version, actual_version=current[1]
             )
 
     def list_by_status(
@@ -352,9 +350,10 @@ class JobsRepo:
                 values["after_ts"], after_id = decode_cursor(after)
                 values["after_id"] = as_uuid(after_id, "after")
                 statement = _LIST_AFTER
-            rows = execute(self.connection, statement, values).all()
-            items = [job_from_row(r) for r in rows[:limit]]
-            cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+            rows = fetch_all(self.connection, statement, values)
+            more = len(rows) > limit
+            items = [job_from_row(r) for r in (rows[:limit] if more else rows)]
+            cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
             return Page(items=items, next_cursor=cursor)
 
     # -- status changes ---------------------------------------------------------------------------
@@ -389,19 +388,18 @@ class JobsRepo:
             values["id"] = job_uuid
             row = None
             if len(sources) == 1:
-                values["from_status"] = next(iter(sources)).value
-                row = execute(self.connection, _TRANSITION_KNOWN_FROM, values, job_id=job_uuid).one_or_none()
+                for only in sources:
+                    values["from_status"] = only.value
+                row = fetch_one(self.connection, _TRANSITION_KNOWN_FROM, values, job_id=job_uuid)
             elif sources:
                 values["allowed"] = sorted(s.value for s in sources)
-                row = execute(self.connection, _TRANSITION_ANY_FROM, values, job_id=job_uuid).one_or_none()
+                row = fetch_one(self.connection, _TRANSITION_ANY_FROM, values, job_id=job_uuid)
             if row is not None:
                 return job_from_row(row)
-            current = execute(self.connection, _GET_STATUS, {"id": job_uuid}).one_or_none()
+            current = fetch_one(self.connection, _GET_STATUS, {"id": job_uuid}, job_id=job_uuid)
             if current is None:
                 raise errors.JobNotFound(job_uuid)
-            raise errors.InvalidTransition(
-                job_id=job_uuid, from_status=current.status, to_status=target.value
-            )
+            raise errors.InvalidTransition(job_id=job_uuid, from_status=current[0], to_status=target.value)
 
     def transition_many(
         self,
@@ -430,31 +428,37 @@ class JobsRepo:
             values = self._status_values(target, reason, data)
             values.update(from_status=source.value, limit=limit)
             # Only fixed fragments are joined; the values are bound parameters.
-            filters = ["status = :from_status"]
+            filters = ["status = %(from_status)s"]
             if created_before is not None:
                 values["created_before"] = check_datetime(created_before, "created_before")
-                filters.append("created_at < :created_before")
+                filters.append("created_at < %(created_before)s")
             if updated_before is not None:
                 values["updated_before"] = check_datetime(updated_before, "updated_before")
-                filters.append("updated_at < :updated_before")
+                filters.append("updated_at < %(updated_before)s")
             if lease_expired:
                 filters.append("lease_expires_at < now()")
-            statement = sa.text(f"""
+            try:
+                result = self.connection.exec_driver_sql(
+                    f"""
 WITH picked AS (
     SELECT id FROM jobs WHERE {" AND ".join(filters)}
     ORDER BY created_at, id
-    LIMIT :limit
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE jobs AS j SET {_SET_STATUS}
     FROM picked
-    WHERE j.id = picked.id AND j.status = :from_status
-    RETURNING j.id, j.status, CAST(:from_status AS text) AS from_status
+    WHERE j.id = picked.id AND j.status = %(from_status)s
+    RETURNING j.id, j.status, CAST(%(from_status)s AS text) AS from_status
 ), ev AS ({_INSERT_TRANSITION_EVENT}
 )
 SELECT id FROM moved
-""")
-            return list(execute(self.connection, statement, values).scalars())
+""",
+                    values,
+                )
+                return [row[0] for row in result]
+            except sqlalchemy.exc.DBAPIError as exc:
+                raise translate(exc) from exc
 
     def claim_next(self, lease_seconds: int | None = None) -> Job | None:
         """The oldest queued job, moved to ``processing`` with a lease; ``None`` if none is free.
@@ -463,28 +467,24 @@ SELECT id FROM moved
         """
         with operation("jobs", "claim_next"):
             values = self._status_values(JobStatus.PROCESSING, None, None, lease_seconds=lease_seconds)
-            row = execute(self.connection, _CLAIM_NEXT, values).one_or_none()
-            if row is None:
-                return None
-            return job_from_row(row)
+            row = fetch_one(self.connection, _CLAIM_NEXT, values)
+            return None if row is None else job_from_row(row)
 
     def renew_lease(self, job_id: UUID | str, lease_seconds: int | None = None) -> Job:
         """Extend a processing job's lease to now plus ``lease_seconds`` (default: the setting)."""
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "renew_lease", job_uuid):
             lease = self._lease(lease_seconds)
-            row = execute(
-                self.connection, _RENEW_LEASE, {"id": job_uuid, "lease": lease}, job_id=job_uuid
-            ).one_or_none()
+            row = fetch_one(self.connection, _RENEW_LEASE, {"id": job_uuid, "lease": lease}, job_id=job_uuid)
             if row is not None:
                 return job_from_row(row)
-            current = execute(self.connection, _GET_STATUS, {"id": job_uuid}).one_or_none()
+            current = fetch_one(self.connection, _GET_STATUS, {"id": job_uuid}, job_id=job_uuid)
             if current is None:
                 raise errors.JobNotFound(job_uuid)
             raise errors.InvalidTransition(
                 "only a processing job holds a lease",
                 job_id=job_uuid,
-                from_status=current.status,
+                from_status=current[0],
                 to_status=JobStatus.PROCESSING.value,
             )
 
@@ -499,12 +499,12 @@ SELECT id FROM moved
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "record_source_key", job_uuid):
             check_text(key, "key", max_length=1024)
-            row = execute(
+            row = fetch_one(
                 self.connection,
                 _RECORD_SOURCE_KEY,
                 {"id": job_uuid, "key": key, "event_type": EVENT_SOURCE_ATTACHED, "run_id": self.run_id},
                 job_id=job_uuid,
-            ).one_or_none()
+            )
             return job_from_row(row) if row is not None else self.get(job_uuid)
 
     def add_result_key(self, job_id: UUID | str, key: str) -> Job:
@@ -512,12 +512,12 @@ SELECT id FROM moved
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "add_result_key", job_uuid):
             check_text(key, "key", max_length=1024)
-            row = execute(
+            row = fetch_one(
                 self.connection,
                 _ADD_RESULT_KEY,
                 {"id": job_uuid, "key": key, "event_type": EVENT_RESULT_ATTACHED, "run_id": self.run_id},
                 job_id=job_uuid,
-            ).one_or_none()
+            )
             return job_from_row(row) if row is not None else self.get(job_uuid)
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -567,12 +567,12 @@ SELECT id FROM moved
         }
 
 
-_LIST_FIRST = sa.text(f"""
-SELECT {_COLUMNS} FROM jobs WHERE status = :status
-ORDER BY created_at, id LIMIT :limit
-""")
-_LIST_AFTER = sa.text(f"""
+_LIST_FIRST = f"""
+SELECT {_COLUMNS} FROM jobs WHERE status = %(status)s
+ORDER BY created_at, id LIMIT %(limit)s
+"""
+_LIST_AFTER = f"""
 SELECT {_COLUMNS} FROM jobs
-WHERE status = :status AND (created_at, id) > (:after_ts, :after_id)
-ORDER BY created_at, id LIMIT :limit
-""")
+WHERE status = %(status)s AND (created_at, id) > (%(after_ts)s, %(after_id)s)
+ORDER BY created_at, id LIMIT %(limit)s
+"""
