@@ -116,25 +116,23 @@ def execute(
 # rollback (or commit) on the dead connection is where SQLAlchemy detects the disconnect and
 # invalidates the pool, so the next transaction reconnects (test_connection_loss.py).
 
-_ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
-
 
 def _driver(connection: sa.Connection) -> psycopg.Connection[Any]:
     driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
     return driver
 
 
-def _statements_logged() -> bool:
-    # SQLAlchemy logs statements only on its own execution path; when someone asked for them
-    # (``sqlalchemy.engine`` at INFO), go that way so the lines (with ``jobId``) are still written.
-    return _ENGINE_LOG.isEnabledFor(logging.INFO)
+def _statements_logged(connection: sa.Connection) -> bool:
+    # SQLAlchemy logs statements (``echo``, or ``sqlalchemy.engine`` at INFO) only on its own
+    # execution path; when they are asked for, go that way so the lines (with ``jobId``) still appear.
+    return connection.engine.logger.isEnabledFor(logging.INFO)
 
 
 def fetch_one(
     connection: sa.Connection, query: LiteralString, params: Mapping[str, Any], **context: Any
 ) -> Sequence[Any] | None:
     """The first row of ``query`` (or None), errors translated with ``context``."""
-    if _statements_logged():
+    if _statements_logged(connection):
         try:
             return connection.exec_driver_sql(query, params).fetchone()
         except sqlalchemy.exc.DBAPIError as exc:
@@ -150,7 +148,7 @@ def fetch_all(
     connection: sa.Connection, query: LiteralString, params: Mapping[str, Any], **context: Any
 ) -> list[Sequence[Any]]:
     """Every row of ``query``, errors translated with ``context``."""
-    if _statements_logged():
+    if _statements_logged(connection):
         try:
             return list(connection.exec_driver_sql(query, params).fetchall())
         except sqlalchemy.exc.DBAPIError as exc:
