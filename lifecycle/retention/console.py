@@ -49,11 +49,14 @@ def report_table(report: CleanupReport | DrainReport | ReconcileReport, title: s
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("field")
     table.add_column("value", justify="right")
-    for f in dataclasses.fields(report):
-        value = getattr(report, f.name)
+    if isinstance(report, CleanupReport):
+        rows = report.summary_rows()
+    else:
+        rows = [(f.name, getattr(report, f.name)) for f in dataclasses.fields(report)]
+    for name, value in rows:
         if isinstance(value, (list, dict)) or dataclasses.is_dataclass(value):
             continue
-        table.add_row(f.name, _value(value))
+        table.add_row(name, _value(value))
     return table
 
 
@@ -65,22 +68,7 @@ def plan_table(report: CleanupReport) -> Table | None:
     table = Table(title="Dry run: what a real run would do", caption=plan.would_do)
     table.add_column("item")
     table.add_column("value", justify="right")
-    table.add_row("eligible jobs", str(plan.eligible_jobs))
-    for status, n in sorted(plan.jobs_by_status.items()):
-        table.add_row(f"  {status}", str(n))
-    rows = [
-        ("oldest expiry", plan.oldest_expiry),
-        ("newest expiry", plan.newest_expiry),
-        ("events", plan.events),
-        ("objects", plan.objects),
-        ("expired but processing (kept)", plan.skipped_processing),
-        ("expired but on hold (kept)", plan.skipped_on_hold),
-        ("tombstones to prune", plan.tombstones_to_prune),
-        ("outbox pending", plan.outbox_pending),
-        ("batches", plan.batches),
-        ("minimum duration s (rate limits)", plan.min_duration_seconds),
-    ]
-    for name, value in rows:
+    for name, value in plan.rows():
         table.add_row(name, _value(value))
     for job_id in plan.sample_job_ids:
         table.add_row("sample job id", str(job_id))

@@ -55,6 +55,23 @@ class CleanupPlan:
     min_duration_seconds: float | None = None
     would_do: str = ""
 
+    def rows(self) -> list[tuple[str, Any]]:
+        """The plan as labelled rows, in reading order (the markdown and the CLI table share them)."""
+        return [
+            ("eligible jobs", self.eligible_jobs),
+            *((f"status {k}", v) for k, v in sorted(self.jobs_by_status.items())),
+            ("oldest expiry", self.oldest_expiry),
+            ("newest expiry", self.newest_expiry),
+            ("events", self.events),
+            ("objects", self.objects),
+            ("expired but processing (kept)", self.skipped_processing),
+            ("expired but on hold (kept)", self.skipped_on_hold),
+            ("tombstones to prune", self.tombstones_to_prune),
+            ("outbox pending", self.outbox_pending),
+            ("batches", self.batches),
+            ("minimum duration s (rate limits)", self.min_duration_seconds),
+        ]
+
 
 @dataclass
 class DrainReport:
@@ -120,33 +137,22 @@ class CleanupReport:
         """The report as JSON-ready values (Dagster metadata, logs)."""
         return dict(_jsonable(self))
 
-    def to_markdown(self) -> str:
-        """The report as markdown (the Dagster run page)."""
-        title = "### Retention cleanup (dry run)" if self.dry_run else "### Retention cleanup"
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        """The scalar fields worth showing (a dry run deletes nothing: its zero counts are left out)."""
         skip = {"plan", "errors"}
         if self.dry_run:
             skip |= {"jobs_deleted", "events_deleted", "objects_queued", "objects_removed"}
             skip |= {"objects_absent", "objects_failed", "tombstones_pruned", "vacuumed"}
-        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip]
-        parts = [title, "", _table(rows)]
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip]
+
+    def to_markdown(self) -> str:
+        """The report as markdown (the Dagster run page)."""
+        title = "### Retention cleanup (dry run)" if self.dry_run else "### Retention cleanup"
+        parts = [title, "", _table(self.summary_rows())]
         if self.plan is not None:
             plan = self.plan
             parts += ["", "#### Plan", "", plan.would_do, ""]
-            plan_rows: list[tuple[str, Any]] = [
-                ("eligible jobs", plan.eligible_jobs),
-                *((f"status {k}", v) for k, v in sorted(plan.jobs_by_status.items())),
-                ("oldest expiry", plan.oldest_expiry),
-                ("newest expiry", plan.newest_expiry),
-                ("events", plan.events),
-                ("objects", plan.objects),
-                ("expired but processing (kept)", plan.skipped_processing),
-                ("expired but on hold (kept)", plan.skipped_on_hold),
-                ("tombstones to prune", plan.tombstones_to_prune),
-                ("outbox pending", plan.outbox_pending),
-                ("batches", plan.batches),
-                ("minimum duration (rate limits)", plan.min_duration_seconds),
-            ]
-            parts.append(_table(plan_rows))
+            parts.append(_table(plan.rows()))
             if plan.sample_job_ids:
                 parts += ["", "Sample job ids: " + ", ".join(f"`{j}`" for j in plan.sample_job_ids)]
         if self.errors:
