@@ -158,7 +158,17 @@ def _wait_for_success(page: Any, job: str) -> None:
     page.screenshot(path=str(SHOTS / f"{job}-run.png"), full_page=True)
 
 
-def test_retention_cleanup_dry_run_from_the_launchpad_shows_its_report(stack: Stack, browser: Any) -> None:
+def test_retention_cleanup_dry_run_from_the_launchpad_shows_its_report(
+    stack: Stack, browser: Any, app_db: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    # The sensor has usually cleaned the demo backlog by now. Five expired jobs on retention hold give
+    # the plan something certain to show: cleanup (and the sensor's probe) never touch held jobs.
+    held = app_db.execute(
+        "UPDATE jobs SET expires_at = now() - interval '1 hour', retention_hold = true WHERE id IN ("
+        " SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')"
+        " AND expires_at > now() ORDER BY created_at LIMIT 5)"
+    ).rowcount
+    assert held == 5
     page = browser.new_page()
     page.goto(stack.url)
     page.screenshot(path=str(SHOTS / "overview.png"))
@@ -175,6 +185,7 @@ def test_retention_cleanup_dry_run_from_the_launchpad_shows_its_report(stack: St
     assert "Retention cleanup (dry run)" in report
     assert run_id in report
     assert "eligible jobs" in report
+    assert re.search(r"expired but on hold \(kept\)\s+5\b", report), report
 
 
 def test_purge_job_for_a_demo_job_is_found_by_its_tag(
