@@ -129,14 +129,19 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_storage_down_then_back(db, raw, storage, storage_settings, storage_server):
-    old, new = plant(raw, storage, expired=10, live=3)
-    down = StorageRepo.connect(
+def _unreachable_storage(storage_server, storage_settings) -> StorageRepo:
+    """A StorageRepo with the right key and bucket, pointed at a port nothing listens on."""
+    return StorageRepo.connect(
         f"http://127.0.0.1:{_closed_port()}",
         storage_server.service_role_key,
         layout=BucketLayout.single(storage_settings.supabase_storage_bucket),
         retries=1,
     )
+
+
+def test_storage_down_then_back(db, raw, storage, storage_settings, storage_server):
+    old, new = plant(raw, storage, expired=10, live=3)
+    down = _unreachable_storage(storage_server, storage_settings)
     try:
         first = cleanup(db, down)
     finally:
@@ -221,12 +226,7 @@ def test_purge_removes_objects_now(db, raw, storage):
 
 def test_errors_in_reports_are_redacted(db, raw, storage_server, storage_settings):
     insert_jobs(raw, 1)
-    down = StorageRepo.connect(
-        f"http://127.0.0.1:{_closed_port()}",
-        storage_server.service_role_key,
-        layout=BucketLayout.single(storage_settings.supabase_storage_bucket),
-        retries=1,
-    )
+    down = _unreachable_storage(storage_server, storage_settings)
     try:
         report = cleanup(db, down)
     finally:
