@@ -18,6 +18,10 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+#: First key of the two-key advisory locks that own outbox claims (ASCII "lcyc"); the second key is
+#: the claiming drain's token (``storage_deletions.claimed_by``). Migration 0002 holds the same value.
+CLAIM_LOCK_CLASS = 1818458467
+
 _STATUS_LIST = ", ".join(f"'{s.value}'" for s in JobStatus)
 _NOW = sa.text("now()")
 
@@ -57,6 +61,12 @@ jobs = sa.Table(
     sa.CheckConstraint("attempts >= 0", name="attempts"),
     sa.CheckConstraint("version >= 1", name="version"),
     sa.CheckConstraint("status = 'processing' OR lease_expires_at IS NULL", name="lease"),
+    # A row records only its own objects' keys (functions created by migration 0002), so no client
+    # can point one job at another's object, a path outside the layout or a wildcard.
+    sa.CheckConstraint(
+        "source_key IS NULL OR lifecycle_is_source_key(id, source_key)", name="source_key_owner"
+    ),
+    sa.CheckConstraint("lifecycle_are_result_keys(id, result_keys)", name="result_keys_owner"),
     sa.Index("idx_jobs_status_created_at", "status", "created_at", "id"),
     sa.Index("idx_jobs_expires_at", "expires_at"),
     sa.Index("idx_jobs_api_key_id", "api_key_id"),
@@ -102,12 +112,18 @@ storage_deletions = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("last_error", sa.Text),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=_NOW),
+    #: The advisory-lock token of the drain that claimed the row; the claim is alive only while that
+    #: session holds ``pg_advisory_lock(CLAIM_LOCK_CLASS, claimed_by)`` (``lifecycle_claim_alive``).
+    sa.Column("claimed_by", sa.Integer),
     sa.UniqueConstraint("object_key"),
     sa.CheckConstraint(
         "num_nonnulls(object_key, object_keys) = 1 AND coalesce(cardinality(object_keys), 1) > 0",
         name="key_form",
     ),
     sa.Index("idx_storage_deletions_next_attempt_at", "next_attempt_at"),
+    sa.Index(
+        "idx_storage_deletions_claimed_by", "claimed_by", postgresql_where=sa.text("claimed_by IS NOT NULL")
+    ),
 )
 
 job_deletions = sa.Table(

@@ -35,6 +35,8 @@ Keys (all optional, rates in 0..1): ``remove_error_rate``, ``sign_error_rate``,
 ``upload_error_rate`` (that share of those requests answers HTTP 500 with a storage error body),
 ``remove_skip_rate`` (that share of existing keys in a remove is silently neither deleted nor
 reported, as row-level security would), ``remove_delay_seconds`` (each remove waits first),
+``upload_delay_seconds`` (each upload waits after receiving the bytes, before storing them: an
+upload held in flight), ``sign_delay_seconds`` and ``list_delay_seconds`` (each sign / list waits first),
 ``hard_limits`` (bool, as ``--hard-limits``), ``seed`` (makes the random choices repeatable).
 
 Not implemented: resumable (TUS) and signed uploads, image transformations, public buckets' public
@@ -326,6 +328,9 @@ class Faults:
     remove_error_rate: float = 0.0
     remove_skip_rate: float = 0.0
     remove_delay_seconds: float = 0.0
+    upload_delay_seconds: float = 0.0
+    sign_delay_seconds: float = 0.0
+    list_delay_seconds: float = 0.0
     sign_error_rate: float = 0.0
     upload_error_rate: float = 0.0
     seed: int | None = None
@@ -339,6 +344,9 @@ class Faults:
             "remove_error_rate": self.remove_error_rate,
             "remove_skip_rate": self.remove_skip_rate,
             "remove_delay_seconds": self.remove_delay_seconds,
+            "upload_delay_seconds": self.upload_delay_seconds,
+            "sign_delay_seconds": self.sign_delay_seconds,
+            "list_delay_seconds": self.list_delay_seconds,
             "sign_error_rate": self.sign_error_rate,
             "upload_error_rate": self.upload_error_rate,
             "seed": self.seed,
@@ -540,6 +548,9 @@ class StorageServer:
         if not service:
             raise _rls()
         data, mimetype, cache_control = await self._payload(request)
+        if self.faults.upload_delay_seconds > 0:
+            # The upload is in flight: received, not yet stored (races with cleanup are tested here).
+            await asyncio.sleep(self.faults.upload_delay_seconds)
         limit = bucket["file_size_limit"] or MAX_UPLOAD
         if len(data) > limit:
             raise ApiError(
@@ -604,6 +615,8 @@ class StorageServer:
         service = self.is_service(request)
         body = await self.json_body(request)
         expires_in = self.expires_in(body)
+        if self.faults.sign_delay_seconds > 0:
+            await asyncio.sleep(self.faults.sign_delay_seconds)
         if self.faults.hit(self.faults.sign_error_rate):
             raise _injected("sign")
         if not service or self.store.object(bucket_id, name) is None:
@@ -620,6 +633,8 @@ class StorageServer:
         if len(paths) > BULK_LIMIT:
             raise _invalid("body/paths must NOT have more than 1000 items")
         expires_in = self.expires_in(body)
+        if self.faults.sign_delay_seconds > 0:
+            await asyncio.sleep(self.faults.sign_delay_seconds)
         if self.faults.hit(self.faults.sign_error_rate):
             raise _injected("sign")
         out = []
@@ -683,6 +698,8 @@ class StorageServer:
         bucket_id = request.path_params["bucket"]
         service = self.is_service(request)
         body = await self.json_body(request)
+        if self.faults.list_delay_seconds > 0:
+            await asyncio.sleep(self.faults.list_delay_seconds)
         if not service or self.store.bucket(bucket_id) is None:
             return JSONResponse([])
         prefix = str(body.get("prefix") or "").strip("/")
@@ -723,6 +740,8 @@ class StorageServer:
         bucket_id = request.path_params["bucket"]
         service = self.is_service(request)
         body = await self.json_body(request)
+        if self.faults.list_delay_seconds > 0:
+            await asyncio.sleep(self.faults.list_delay_seconds)
         empty = {"hasNext": False, "folders": [], "objects": []}
         if not service or self.store.bucket(bucket_id) is None:
             return JSONResponse(empty)
@@ -817,6 +836,9 @@ class StorageServer:
                 "remove_error_rate",
                 "remove_skip_rate",
                 "remove_delay_seconds",
+                "upload_delay_seconds",
+                "sign_delay_seconds",
+                "list_delay_seconds",
                 "sign_error_rate",
                 "upload_error_rate",
             ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 
 from lifecycle.db import migrate
@@ -64,7 +65,44 @@ def test_cli_migrate_and_check(empty_database_url: str, monkeypatch: object) -> 
     assert result.exit_code == 1, result.output
     result = runner.invoke(main, ["migrate"], env=env)
     assert result.exit_code == 0, result.output
-    assert "-> 0001" in result.output
+    assert "-> 0002" in result.output
     result = runner.invoke(main, ["migrate", "--check"], env=env)
     assert result.exit_code == 0, result.output
     assert "no drift" in result.output
+
+
+def test_0002_drops_keys_that_are_not_the_rows_own(empty_database_url: str) -> None:
+    """Keys recorded before the constraints existed: a foreign or malformed key is dropped from its
+    row (with a ``key_dropped`` event), the row's own keys stay, and the constraints then hold."""
+    a, b = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+    own_source, own_result = f"sources/{a}/source.mp4", f"results/{a}/clip.mp4"
+    engine = sa.create_engine(sqlalchemy_url(empty_database_url), poolclass=sa.NullPool)
+    try:
+        migrate.upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (id, source_key, result_keys, expires_at) VALUES "
+                    "(:a, :own_source, ARRAY[:own_result, 'results/*'], now()), "
+                    "(:b, '../../etc/passwd', ARRAY[:own_result], now())"
+                ),
+                {"a": a, "b": b, "own_source": own_source, "own_result": own_result},
+            )
+        assert migrate.upgrade(engine) == "0002"
+        with engine.connect() as conn:
+            rows = {
+                str(r.id): (r.source_key, list(r.result_keys))
+                for r in conn.execute(sa.text("SELECT id, source_key, result_keys FROM jobs"))
+            }
+            dropped = sorted(
+                (str(r.job_id), r.key)
+                for r in conn.execute(
+                    sa.text("SELECT job_id, data->>'key' AS key FROM job_events WHERE type = 'key_dropped'")
+                )
+            )
+        assert rows == {a: (own_source, [own_result]), b: (None, [])}
+        assert dropped == sorted([(a, "results/*"), (b, "../../etc/passwd"), (b, own_result)])
+        with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError, match="ck_jobs_source_key_owner"):
+            conn.execute(sa.text("UPDATE jobs SET source_key = :k WHERE id = :b"), {"k": own_source, "b": b})
+    finally:
+        engine.dispose()
