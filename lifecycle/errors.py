@@ -119,6 +119,31 @@ class StorageError(LifecycleError):
         )
 
 
+class AttachRefused(LifecycleError):
+    """An object cannot be attached to this job now."""
+
+    job_id: UUID | str
+    status: str | None
+    #: Why: ``"status"`` (not a state that produces this object), ``"eligible_for_deletion"``
+    #: (retention may delete the job at any moment) or ``"pending_deletion"`` (below).
+    reason: str
+
+    def __init__(
+        self, job_id: UUID | str, *, reason: str, status: str | None = None, message: str | None = None
+    ) -> None:
+        super().__init__(message, job_id=job_id, reason=reason, status=status)
+
+
+class KeyPendingDeletion(AttachRefused):
+    """The key is queued for deletion and a drain is removing it now: attach again once it is gone."""
+
+    key: str
+
+    def __init__(self, job_id: UUID | str, key: str, message: str | None = None) -> None:
+        super().__init__(job_id, reason="pending_deletion", message=message)
+        self.key = key
+
+
 class DatabaseUnavailable(LifecycleError):
     """The database could not be reached or refused the connection."""
 
@@ -135,6 +160,17 @@ class ConfigurationError(LifecycleError):
 
     def __init__(self, message: str | None = None, *, variable: str | None = None) -> None:
         super().__init__(message, variable=variable)
+
+
+class ServiceRoleRequired(ConfigurationError):
+    """Removing objects needs the service-role key (SUPABASE_SERVICE_ROLE_KEY): this key cannot see them."""
+
+    # Any other key (anon, authenticated, ``sb_publishable_``) sees no object, so "not found" would
+    # read as "already gone": the service role is the JWT whose ``role`` is ``service_role``, or an
+    # ``sb_secret_`` key.
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, variable="SUPABASE_SERVICE_ROLE_KEY")
 
 
 class RetentionError(LifecycleError):
