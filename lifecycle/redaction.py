@@ -13,12 +13,24 @@ from urllib.parse import quote, quote_plus, unquote
 
 REDACTED = "[redacted]"
 
-# user:password@ in any URL (postgresql://user:pw@host/db, https://user:pw@host).
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^@\s/]*)@")
+# Every pattern below is linear in the length of the text, whatever the text (issue 10, item 9):
+# a match may only start where its first token starts (a lookbehind rejects the middle of a run in
+# one step), and a run is consumed possessively (``*+``, ``++``: Python 3.11), so a failed attempt
+# is never retried from each character of the same run. The unanchored form (``[a-z][a-z0-9]*://``)
+# rescanned a run of letters from every one of its characters: quadratic, minutes for 1 MB.
+
+# user:password@ in any URL (postgresql://user:pw@host/db, https://user:pw@host). The scheme is the
+# whole run of scheme characters before ``://`` (a leading digit or dot is kept in ``head``).
+_URL_PASSWORD = re.compile(r"(?P<head>(?<![a-zA-Z0-9+.\-])[a-zA-Z0-9+.\-]++://[^/\s:@]*+:)(?P<pw>[^@\s/]*+)@")
 # password=... in libpq keyword strings and URL query strings.
 _KV_PASSWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd)=(?P<pw>[^\s&;'\"]+)")
-# A JSON Web Token: three base64url segments, the first one a JSON header ("eyJ").
-_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+# A JSON Web Token: three base64url segments, the first one a JSON header ("eyJ"). The token may be
+# glued to the text before it (``%22eyJ...``, ``\\neyJ...``): ``pre`` is the part of the run before
+# the first "eyJ", kept; the atomic group commits to that first "eyJ" (a later one in the same run
+# would end at the same dot, so it could not match either).
+_JWT = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?>(?P<pre>[A-Za-z0-9_\-]*?)eyJ)[A-Za-z0-9_\-]++\.[A-Za-z0-9_\-]++\.[A-Za-z0-9_\-]*+"
+)
 # Signed-URL tokens and other token-ish query parameters.
 _TOKEN_PARAM = re.compile(r"(?i)\b(?P<key>token|apikey|api_key|access_token)=(?P<val>[^\s&\"']+)")
 # Bearer credentials in headers that ended up in text.
@@ -51,7 +63,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, REDACTED)
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", text)
     text = _KV_PASSWORD.sub(lambda m: f"{m['key']}={REDACTED}", text)
-    text = _JWT.sub(REDACTED, text)
+    text = _JWT.sub(lambda m: f"{m['pre']}{REDACTED}", text)
     text = _TOKEN_PARAM.sub(lambda m: f"{m['key']}={REDACTED}", text)
     text = _BEARER.sub(f"Bearer {REDACTED}", text)
     text = _BCRYPT.sub(REDACTED, text)

@@ -162,3 +162,40 @@ def test_contains_known_secret() -> None:
     register_secret("Leak-Probe-Value-1")
     assert redaction.contains_known_secret("x Leak-Probe-Value-1 y")
     assert not redaction.contains_known_secret(redact_known("x Leak-Probe-Value-1 y"))
+
+
+# Adversarial inputs of 1 MB each: the shapes that made the patterns rescan a run from every one of
+# its characters. The quadratic patterns took minutes on each (7.8 s for 80 kB of letters); linear
+# ones take milliseconds, so a regression shows as a hang, not as a flaky timing.
+_MB = 1 << 20
+_ADVERSARIAL = {
+    "letters": "a" * _MB,
+    "letters_and_digits": "a1" * (_MB // 2),
+    "colons": "a:" * (_MB // 2),
+    "at_signs": "@" * _MB,
+    "schemes": "postgresql://" * (_MB // 13),
+    "scheme_then_colons": "a://" + "a:" * (_MB // 2),
+    "jwt_like_dots": "eyJ" + "a." * (_MB // 2),
+    "jwt_headers": "eyJ" * (_MB // 3),
+    "jwt_headers_dotted": "eyJa." * (_MB // 5),
+    "api_key_prefixes": " lk_" + "a" * _MB,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ADVERSARIAL))
+def test_redaction_is_linear_on_adversarial_text_and_still_redacts(name: str) -> None:
+    secrets_after = f" postgresql://app:Adv-Pw-{name}@db/x Bearer {JWT} token=tok-{name}"
+    text = _ADVERSARIAL[name] + secrets_after
+    out = redact(text)
+    assert f"Adv-Pw-{name}" not in out
+    assert JWT not in out
+    assert f"tok-{name}" not in out
+    assert out.endswith(" postgresql://app:[redacted]@db/x Bearer [redacted] token=[redacted]")
+
+
+def test_secrets_glued_to_the_text_before_them_are_still_redacted() -> None:
+    """A match starts only where its run starts; a secret inside a longer run is still found."""
+    assert redact(f"%22{JWT}%22") == "%22[redacted]%22"
+    assert redact(f"line\\n{JWT}") == "line\\n[redacted]"
+    assert redact("x1.postgresql://u:pw-glued@h/db") == "x1.postgresql://u:[redacted]@h/db"
+    assert redact("dsn=postgresql://u:pw-after-eq@h/db") == "dsn=postgresql://u:[redacted]@h/db"
