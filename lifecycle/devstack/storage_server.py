@@ -5,7 +5,8 @@ server was measured to answer them through ``supabase==2.34.1``: buckets (create
 delete, empty), objects (upload, update, download, info, sign, sign many, signed GET with
 ``Range``/``ETag``/``If-None-Match``, list, list-v2, remove), the real error bodies (HTTP 400 with
 the code as a *string* ``statusCode``; 413 for a JSON body over 1 MiB; a plain 404 with a numeric
-``statusCode`` for an unknown route) and the auth rules: only ``Authorization: Bearer <HS256 JWT>``
+``statusCode`` for an unknown route; a request-schema violation, checked before the key, as Fastify's
+validator words it) and the auth rules: only ``Authorization: Bearer <HS256 JWT>``
 counts, the ``role`` claim decides (``service_role`` sees everything; any other role sees nothing,
 gets 404 on reads and 403 on writes), a non-JWT is 403 "Invalid Compact JWS", a wrong secret 403
 "signature verification failed". Signed-URL tokens are HS256 JWTs
@@ -53,8 +54,10 @@ import contextlib
 import email.utils
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import secrets
 import socket
 import sqlite3
@@ -174,8 +177,149 @@ def _invalid(message: str, code: str = "InvalidRequest") -> ApiError:
     return ApiError("400", "Bad Request", message, code=code)
 
 
+def _schema_violation(message: str) -> ApiError:
+    """Fastify's answer to a request its schema refuses: ``error`` is the JS class name, no ``code``."""
+    return ApiError("400", "Error", message)
+
+
 def _injected(operation: str) -> ApiError:
     return ApiError("500", "internal", f"injected fault ({operation})", http_status=500, code="DatabaseError")
+
+
+# Request schemas ----------------------------------------------------------------------------------
+# The real server (Fastify, AJV with ``coerceTypes: "array"``) validates a request's params, body,
+# querystring and headers, in that order, before it reads the JWT, and answers the first violation
+# with HTTP 400 ``{"statusCode": "400", "error": "Error", "message": "<where> <AJV's words>"}``.
+# These are the body schemas of the calls this project makes (supabase/storage ``src/http/routes``).
+
+_EXPIRES_IN = {"type": "integer", "minimum": 1}
+_SORT_COLUMNS = ["name", "updated_at", "created_at"]
+
+SIGN_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["expiresIn"],
+    "properties": {"expiresIn": _EXPIRES_IN, "transform": {"type": "object"}},
+}
+SIGN_MANY_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["expiresIn", "paths"],
+    "properties": {
+        "expiresIn": _EXPIRES_IN,
+        "paths": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": BULK_LIMIT},
+    },
+}
+REMOVE_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["prefixes"],
+    "properties": {"prefixes": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+}
+
+
+def _sort_by(columns: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["column"],
+        "properties": {
+            "column": {"type": "string", "enum": columns},
+            "order": {"type": "string", "enum": ["asc", "desc"]},
+        },
+    }
+
+
+LIST_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["prefix"],
+    "properties": {
+        "prefix": {"type": "string"},
+        "limit": {"type": "integer", "minimum": 1},
+        "offset": {"type": "integer", "minimum": 0},
+        "sortBy": _sort_by([*_SORT_COLUMNS, "last_accessed_at"]),
+        "search": {"type": "string"},
+    },
+}
+LIST_V2_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "prefix": {"type": "string"},
+        "limit": {"type": "integer", "minimum": 1},
+        "cursor": {"type": "string"},
+        "with_delimiter": {"type": "boolean"},
+        "sortBy": _sort_by(_SORT_COLUMNS),
+    },
+}
+
+# A JavaScript decimal number literal: what AJV turns from a string into a number.
+_JS_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def conform(value: Any, schema: dict[str, Any], where: str) -> Any:
+    """``value`` checked against ``schema`` (the JSON-schema subset above) and coerced as AJV does.
+
+    The first violation raises the real server's answer; ``where`` is Fastify's name for the value
+    (``body``, ``body/paths/0``).
+    """
+    kind = schema.get("type")
+    if kind is not None:
+        value = _coerce(value, kind, where)
+    if "enum" in schema and value not in schema["enum"]:
+        raise _schema_violation(f"{where} must be equal to one of the allowed values")
+    if kind == "integer" and "minimum" in schema and value < schema["minimum"]:
+        raise _schema_violation(f"{where} must be >= {schema['minimum']}")
+    if kind == "array":
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise _schema_violation(f"{where} must NOT have more than {schema['maxItems']} items")
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            raise _schema_violation(f"{where} must NOT have fewer than {schema['minItems']} items")
+        if "items" in schema:
+            value = [conform(item, schema["items"], f"{where}/{i}") for i, item in enumerate(value)]
+    if kind == "object":
+        for name in schema.get("required", ()):
+            if name not in value:
+                raise _schema_violation(f"{where} must have required property '{name}'")
+        value = dict(value)
+        for name, subschema in schema.get("properties", {}).items():
+            if name in value:
+                value[name] = conform(value[name], subschema, f"{where}/{name}")
+    return value
+
+
+def _coerce(value: Any, kind: str, where: str) -> Any:
+    """``value`` as JSON type ``kind``, converted the way AJV's ``coerceTypes: "array"`` converts it."""
+    if kind != "array" and isinstance(value, list) and len(value) == 1:
+        value = value[0]  # a one-item array stands for its item
+    if kind == "object" and isinstance(value, dict):
+        return value
+    if kind == "array":
+        if isinstance(value, list):
+            return value
+        if not isinstance(value, dict):
+            return [value]
+    if kind == "string":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))  # JavaScript writes 60.0 as "60"
+        if isinstance(value, int | float):
+            return json.dumps(value)
+        if value is None:
+            return ""
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if value in ("true", 1) or value in ("false", 0, None):
+            return value in ("true", 1)
+    if kind == "integer":
+        if isinstance(value, bool) or value is None:
+            return int(bool(value))
+        if isinstance(value, str) and value.strip() and _JS_NUMBER.fullmatch(value):
+            value = float(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+    raise _schema_violation(f"{where} must be {kind}")
 
 
 # Bookkeeping --------------------------------------------------------------------------------------
@@ -368,7 +512,7 @@ class StorageServer:
         """The ``role`` claim of the bearer token; the ``apikey`` header is ignored, as by the real server."""
         header = request.headers.get("authorization")
         if header is None:
-            raise _invalid("headers must have required property 'authorization'", "InvalidRequest")
+            raise _schema_violation("headers must have required property 'authorization'")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError("403", "Unauthorized", "Invalid Compact JWS", code="InvalidJWT")
@@ -409,6 +553,11 @@ class StorageServer:
         except ValueError:
             raise _invalid("Body is not valid JSON") from None
 
+    async def valid_body(self, request: Request, schema: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body, checked against ``schema`` (before the key: call it before ``role``)."""
+        body: dict[str, Any] = conform(await self.json_body(request), schema, "body")
+        return body
+
     @staticmethod
     def check_key(name: str) -> str:
         name = name.lstrip("/")
@@ -417,16 +566,6 @@ class StorageServer:
         if any(seg in (".", "..") for seg in name.split("/")):
             raise ApiError("400", "InvalidKey", f"Invalid key: {name!r}", code="InvalidKey")
         return name
-
-    @staticmethod
-    def expires_in(body: Any) -> int:
-        try:
-            value = int(str(body.get("expiresIn")))
-        except (TypeError, ValueError, AttributeError):
-            raise _invalid("body/expiresIn must be integer") from None
-        if value < 1:
-            raise _invalid("body/expiresIn must be >= 1")
-        return value
 
     def sign_token(self, bucket: str, name: str, expires_in: int) -> str:
         now = int(time.time())
@@ -610,11 +749,11 @@ class StorageServer:
         )
 
     async def sign(self, request: Request) -> Response:
+        body = await self.valid_body(request, SIGN_BODY)
         bucket_id = request.path_params["bucket"]
         name = self.check_key(request.path_params["path"])
         service = self.is_service(request)
-        body = await self.json_body(request)
-        expires_in = self.expires_in(body)
+        expires_in = int(body["expiresIn"])
         if self.faults.sign_delay_seconds > 0:
             await asyncio.sleep(self.faults.sign_delay_seconds)
         if self.faults.hit(self.faults.sign_error_rate):
@@ -624,22 +763,17 @@ class StorageServer:
         return JSONResponse({"signedURL": self.signed_path(bucket_id, name, expires_in)})
 
     async def sign_many(self, request: Request) -> Response:
+        body = await self.valid_body(request, SIGN_MANY_BODY)
         bucket_id = request.path_params["bucket"]
         service = self.is_service(request)
-        body = await self.json_body(request)
-        paths = body.get("paths")
-        if not isinstance(paths, list) or not paths:
-            raise _invalid("body/paths must NOT have fewer than 1 items")
-        if len(paths) > BULK_LIMIT:
-            raise _invalid("body/paths must NOT have more than 1000 items")
-        expires_in = self.expires_in(body)
+        paths: list[str] = body["paths"]
+        expires_in = int(body["expiresIn"])
         if self.faults.sign_delay_seconds > 0:
             await asyncio.sleep(self.faults.sign_delay_seconds)
         if self.faults.hit(self.faults.sign_error_rate):
             raise _injected("sign")
         out = []
-        for path in paths:
-            name = str(path)
+        for name in paths:
             exists = service and self.store.object(bucket_id, name) is not None
             out.append(
                 {"error": None, "path": name, "signedURL": self.signed_path(bucket_id, name, expires_in)}
@@ -652,8 +786,8 @@ class StorageServer:
         bucket_id = request.path_params["bucket"]
         name = request.path_params["path"]
         token = request.query_params.get("token")
-        if not token:
-            raise _invalid("querystring must have required property 'token'")
+        if token is None:
+            raise _schema_violation("querystring must have required property 'token'")
         try:
             claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"])
         except jwt.ExpiredSignatureError:
@@ -695,9 +829,9 @@ class StorageServer:
         return Response(data, media_type=row["mimetype"], headers=headers)
 
     async def list_objects(self, request: Request) -> Response:
+        body = await self.valid_body(request, LIST_BODY)
         bucket_id = request.path_params["bucket"]
         service = self.is_service(request)
-        body = await self.json_body(request)
         if self.faults.list_delay_seconds > 0:
             await asyncio.sleep(self.faults.list_delay_seconds)
         if not service or self.store.bucket(bucket_id) is None:
@@ -737,9 +871,9 @@ class StorageServer:
         return JSONResponse(entries[offset : offset + limit])
 
     async def list_objects_v2(self, request: Request) -> Response:
+        body = await self.valid_body(request, LIST_V2_BODY)
         bucket_id = request.path_params["bucket"]
         service = self.is_service(request)
-        body = await self.json_body(request)
         if self.faults.list_delay_seconds > 0:
             await asyncio.sleep(self.faults.list_delay_seconds)
         empty = {"hasNext": False, "folders": [], "objects": []}
@@ -789,12 +923,10 @@ class StorageServer:
         return JSONResponse(result)
 
     async def remove(self, request: Request) -> Response:
+        body = await self.valid_body(request, REMOVE_BODY)
         bucket_id = request.path_params["bucket"]
         service = self.is_service(request)
-        body = await self.json_body(request)
-        prefixes = body.get("prefixes") if isinstance(body, dict) else None
-        if not isinstance(prefixes, list) or not prefixes:
-            raise _invalid("body/prefixes must NOT have fewer than 1 items")
+        prefixes: list[str] = body["prefixes"]
         if self.hard_limits and len(prefixes) > BULK_LIMIT:
             raise _invalid("Bulk object requests are limited to 1000 objects per request.", "InvalidRequest")
         if self.faults.remove_delay_seconds > 0:
@@ -803,7 +935,7 @@ class StorageServer:
             raise _injected("remove")
         if not service or self.store.bucket(bucket_id) is None:
             return JSONResponse([])
-        names = [str(p) for p in prefixes]
+        names = prefixes
         if self.faults.remove_skip_rate > 0:
             names = [n for n in names if not self.faults.hit(self.faults.remove_skip_rate)]
         deleted = self.store.delete(bucket_id, names)

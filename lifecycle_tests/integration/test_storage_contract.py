@@ -355,3 +355,73 @@ def test_missing_configuration_names_the_variable() -> None:
     with pytest.raises(errors.ConfigurationError) as info:
         StorageRepo.from_settings(Settings.load(env={"SUPABASE_URL": "http://127.0.0.1:9"}))
     assert info.value.variable == "SUPABASE_SERVICE_ROLE_KEY"
+
+
+# Request-schema violations. The real server answers them in Fastify's validation shape: HTTP 400,
+# {"statusCode": "400", "error": "Error", "message": ...} (issue 10, item 14); the reference gives the
+# message of the missing header. The exact body messages are checked on the local server only
+# (test_storage_server.py).
+
+
+@pytest.fixture
+def official_files(storage: StorageRepo, storage_server: Any) -> Iterator[Any]:
+    """The official client's file API on this test's bucket (storage3, without the repository)."""
+    from supabase import ClientOptions, create_client
+
+    bucket = storage.layout.bucket_of(ObjectKind.RESULT)
+    with httpx.Client(timeout=30) as http:
+        client = create_client(
+            storage_server.url, storage_server.service_role_key, ClientOptions(httpx_client=http)
+        )
+        yield client.storage.from_(bucket)
+
+
+@pytest.mark.parametrize(
+    ("violation", "field"),
+    [
+        ("sign with expiresIn 0", "expiresIn"),
+        ("sign many with no paths", "paths"),
+        ("sign many with 1001 paths", "paths"),
+        ("remove with no prefixes", "prefixes"),
+    ],
+)
+def test_request_schema_violations_through_the_official_client(
+    storage: StorageRepo, official_files: Any, no_secrets_in_output: list[str], violation: str, field: str
+) -> None:
+    from storage3.exceptions import StorageApiError
+
+    key = result_key(job(), "mp4")
+    storage.upload(key, b"kept", "video/mp4")
+    path = storage.layout.locate(key)[1]
+    calls = {
+        "sign with expiresIn 0": lambda: official_files.create_signed_url(path, 0),
+        "sign many with no paths": lambda: official_files.create_signed_urls([], 60),
+        "sign many with 1001 paths": lambda: official_files.create_signed_urls([path] * 1001, 60),
+        "remove with no prefixes": lambda: official_files.remove([]),
+    }
+    with pytest.raises(StorageApiError) as info:
+        calls[violation]()
+    caught(no_secrets_in_output, info.value)
+    assert (info.value.status, info.value.code) == ("400", "Error")
+    assert field in info.value.message
+    assert storage.download(key) == b"kept"
+
+
+def test_missing_authorization_header_is_a_request_schema_violation(
+    storage: StorageRepo, storage_server: Any
+) -> None:
+    key = result_key(job(), "mp4")
+    storage.upload(key, b"kept", "video/mp4")
+    bucket, path = storage.layout.locate(key)
+    # The apikey header alone does not count (the reference: only Authorization does).
+    response = httpx.request(
+        "DELETE",
+        f"{storage_server.url}/storage/v1/object/{bucket}",
+        headers={"apikey": storage_server.service_role_key},
+        json={"prefixes": [path]},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["statusCode"], body["error"]) == ("400", "Error")
+    assert body["message"] == "headers must have required property 'authorization'"
+    assert storage.download(key) == b"kept"

@@ -143,6 +143,163 @@ def test_sign_rules_and_ranges(api: tuple[httpx.Client, str], storage_server: An
     assert put(client, bucket, "ünïcode.txt").json()["statusCode"] == "400"
 
 
+# Request-schema violations: the real server validates the request (params, body, querystring,
+# headers, in that order, first failure only) before it reads the JWT, and answers in Fastify's shape:
+# HTTP 400, {"statusCode": "400", "error": "Error", "message": "<where> <ajv message>"}, no "code".
+SCHEMA_VIOLATIONS = [
+    ("POST", "/object/sign/{b}/f.txt", {"expiresIn": 0}, "body/expiresIn must be >= 1"),
+    ("POST", "/object/sign/{b}/f.txt", {"expiresIn": "soon"}, "body/expiresIn must be integer"),
+    ("POST", "/object/sign/{b}/f.txt", {"expiresIn": 1.5}, "body/expiresIn must be integer"),
+    ("POST", "/object/sign/{b}/f.txt", {}, "body must have required property 'expiresIn'"),
+    ("POST", "/object/sign/{b}/f.txt", [60], "body must be object"),
+    (
+        "POST",
+        "/object/sign/{b}",
+        {"paths": [], "expiresIn": 60},
+        "body/paths must NOT have fewer than 1 items",
+    ),
+    (
+        "POST",
+        "/object/sign/{b}",
+        {"paths": [f"p{i}" for i in range(1001)], "expiresIn": 60},
+        "body/paths must NOT have more than 1000 items",
+    ),
+    ("POST", "/object/sign/{b}", {"paths": ["f.txt"]}, "body must have required property 'expiresIn'"),
+    ("POST", "/object/sign/{b}", {"expiresIn": 60}, "body must have required property 'paths'"),
+    ("POST", "/object/sign/{b}", {"paths": {"a": 1}, "expiresIn": 60}, "body/paths must be array"),
+    # Properties in the schema's order: expiresIn is checked before paths.
+    ("POST", "/object/sign/{b}", {"paths": [], "expiresIn": 0}, "body/expiresIn must be >= 1"),
+    ("DELETE", "/object/{b}", {"prefixes": []}, "body/prefixes must NOT have fewer than 1 items"),
+    ("DELETE", "/object/{b}", {}, "body must have required property 'prefixes'"),
+    ("DELETE", "/object/{b}", {"prefixes": [{"k": "f.txt"}]}, "body/prefixes/0 must be string"),
+    ("POST", "/object/list/{b}", {"limit": 10}, "body must have required property 'prefix'"),
+    ("POST", "/object/list/{b}", {"prefix": "", "limit": 0}, "body/limit must be >= 1"),
+    ("POST", "/object/list/{b}", {"prefix": "", "offset": -1}, "body/offset must be >= 0"),
+    (
+        "POST",
+        "/object/list/{b}",
+        {"prefix": "", "sortBy": {"column": "size"}},
+        "body/sortBy/column must be equal to one of the allowed values",
+    ),
+    ("POST", "/object/list-v2/{b}", {"prefix": "", "limit": 0}, "body/limit must be >= 1"),
+    ("POST", "/object/list-v2/{b}", {"prefix": "", "cursor": {"x": 1}}, "body/cursor must be string"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "message"), SCHEMA_VIOLATIONS)
+def test_request_schema_violations_have_the_real_body(
+    api: tuple[httpx.Client, str], method: str, path: str, body: Any, message: str
+) -> None:
+    client, bucket = api
+    put(client, bucket, "f.txt")
+    response = client.request(method, path.format(b=bucket), json=body)
+    assert response.status_code == 400
+    assert response.json() == {"statusCode": "400", "error": "Error", "message": message}
+    assert client.get(f"/object/{bucket}/f.txt").content == b"x"  # nothing was removed
+
+
+def test_missing_authorization_header_has_the_real_body(
+    api: tuple[httpx.Client, str], storage_server: Any
+) -> None:
+    client, bucket = api
+    put(client, bucket, "f.txt")
+    base = f"{storage_server.url}/storage/v1"
+    apikey = {"apikey": storage_server.service_role_key}  # ignored, as by the real server
+    calls = [
+        httpx.get(f"{base}/bucket", headers=apikey),
+        httpx.post(f"{base}/object/sign/{bucket}/f.txt", headers=apikey, json={"expiresIn": 60}),
+        httpx.request("DELETE", f"{base}/object/{bucket}", headers=apikey, json={"prefixes": ["f.txt"]}),
+        httpx.post(
+            f"{base}/object/{bucket}/g.txt", headers=apikey, files={"file": ("g", b"g", "text/plain")}
+        ),
+    ]
+    for response in calls:
+        assert response.status_code == 400
+        assert response.json() == {
+            "statusCode": "400",
+            "error": "Error",
+            "message": "headers must have required property 'authorization'",
+        }
+    assert client.get(f"/object/{bucket}/f.txt").content == b"x"
+    assert client.get(f"/object/{bucket}/g.txt").json()["statusCode"] == "404"
+
+
+def test_the_body_is_validated_before_the_headers_and_the_key(
+    api: tuple[httpx.Client, str], storage_server: Any
+) -> None:
+    client, bucket = api
+    put(client, bucket, "f.txt")
+    base = f"{storage_server.url}/storage/v1"
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-jwt"},
+        {"Authorization": f"Bearer {storage_server.anon_key}"},
+    ):
+        response = httpx.request("DELETE", f"{base}/object/{bucket}", headers=headers, json={"prefixes": []})
+        assert (response.status_code, response.json()["error"]) == (400, "Error")
+        assert response.json()["message"] == "body/prefixes must NOT have fewer than 1 items"
+    # A valid body goes on to the header and key checks, with their own answers.
+    response = httpx.request("DELETE", f"{base}/object/{bucket}", json={"prefixes": ["f.txt"]})
+    assert response.json()["message"] == "headers must have required property 'authorization'"
+    bad_key = httpx.request(
+        "DELETE",
+        f"{base}/object/{bucket}",
+        headers={"Authorization": "Bearer not-a-jwt"},
+        json={"prefixes": ["f.txt"]},
+    )
+    assert bad_key.json() == {
+        "statusCode": "403",
+        "error": "Unauthorized",
+        "message": "Invalid Compact JWS",
+        "code": "InvalidJWT",
+    }
+    assert client.get(f"/object/{bucket}/f.txt").content == b"x"
+
+
+def test_signed_get_without_a_token_is_a_querystring_violation(
+    api: tuple[httpx.Client, str], storage_server: Any
+) -> None:
+    client, bucket = api
+    put(client, bucket, "f.txt")
+    response = httpx.get(f"{storage_server.url}/storage/v1/object/sign/{bucket}/f.txt")
+    assert response.status_code == 400
+    assert response.json() == {
+        "statusCode": "400",
+        "error": "Error",
+        "message": "querystring must have required property 'token'",
+    }
+
+
+def test_schema_violations_through_the_official_client(
+    api: tuple[httpx.Client, str], storage_server: Any
+) -> None:
+    """storage3 raises StorageApiError with .status = body statusCode, .code = body error."""
+    from storage3.exceptions import StorageApiError
+    from supabase import ClientOptions, create_client
+
+    client, bucket = api
+    put(client, bucket, "f.txt")
+    with httpx.Client(timeout=30) as http:
+        files = create_client(
+            storage_server.url, storage_server.service_role_key, ClientOptions(httpx_client=http)
+        ).storage.from_(bucket)
+        calls = [
+            (lambda: files.create_signed_url("f.txt", 0), "body/expiresIn must be >= 1"),
+            (lambda: files.create_signed_urls([], 60), "body/paths must NOT have fewer than 1 items"),
+            (
+                lambda: files.create_signed_urls([f"p{i}" for i in range(1001)], 60),
+                "body/paths must NOT have more than 1000 items",
+            ),
+            (lambda: files.remove([]), "body/prefixes must NOT have fewer than 1 items"),
+            (lambda: files.list("", {"limit": 0}), "body/limit must be >= 1"),  # type: ignore[typeddict-item]
+        ]
+        for call, message in calls:
+            with pytest.raises(StorageApiError) as info:
+                call()
+            assert (info.value.status, info.value.code, info.value.message) == ("400", "Error", message)
+    assert client.get(f"/object/{bucket}/f.txt").content == b"x"
+
+
 def test_list_v2_pages_with_a_cursor(api: tuple[httpx.Client, str]) -> None:
     client, bucket = api
     names = [f"p/{i:02d}.txt" for i in range(5)]
