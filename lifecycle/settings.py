@@ -21,6 +21,8 @@ from lifecycle.redaction import redact_url, register_secret
 from lifecycle.states import JobStatus
 
 DAY = 86_400
+#: The longest lease a worker may hold on a processing job (setting and per-call ``lease_seconds``).
+MAX_LEASE_SECONDS = 7 * DAY
 
 
 class LogFormat(enum.StrEnum):
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
     outbox_max_attempts_backoff_seconds: int = Field(3600, ge=1)
 
     # Workers and leases.
-    lease_seconds: int = Field(300, ge=1)
+    lease_seconds: int = Field(300, ge=1, le=MAX_LEASE_SECONDS)
     max_attempts: int = Field(3, ge=1)
     max_params_bytes: int = Field(64 * 1024, ge=1)
 

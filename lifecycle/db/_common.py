@@ -7,7 +7,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, LiteralString
 from uuid import UUID
@@ -32,12 +32,36 @@ def as_uuid(value: object, field: str) -> UUID:
     raise errors.InvalidInput("not a UUID", field=field)
 
 
+#: Deepest nesting of objects and arrays accepted in a JSON value (json.dumps recurses: 2,000 levels
+#: raised RecursionError; PostgreSQL's own jsonb parser stops far deeper, at its stack limit).
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` nests mappings/lists/tuples deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def dump_json(value: object, field: str, *, max_bytes: int | None = None) -> str:
-    """``value`` serialised for a ``jsonb`` column; unserialisable or too large is ``InvalidInput``."""
+    """``value`` serialised for a ``jsonb`` column; unserialisable, too deep or too big: ``InvalidInput``."""
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
         raise errors.InvalidInput("must be a JSON object", field=field)
+    if _json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise errors.InvalidInput(f"nested deeper than {MAX_JSON_DEPTH} levels", field=field)
     try:
         # allow_nan=False: PostgreSQL's jsonb has no NaN/Infinity.
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))

@@ -36,6 +36,7 @@ from lifecycle.db._common import (
 )
 from lifecycle.db._translate import translate
 from lifecycle.records import Job, Page
+from lifecycle.settings import MAX_LEASE_SECONDS
 from lifecycle.states import JobStatus, allowed_sources, can_transition, parse_status
 
 if TYPE_CHECKING:
@@ -531,9 +532,12 @@ SELECT id FROM moved
     # -- helpers ----------------------------------------------------------------------------------
 
     def _lease(self, lease_seconds: int | None) -> timedelta:
+        """The lease as a ``timedelta``: 1 s to ``MAX_LEASE_SECONDS`` (beyond, timedelta overflows)."""
         seconds = self.settings.lease_seconds if lease_seconds is None else lease_seconds
-        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
-            raise errors.InvalidInput("lease_seconds must be a positive integer", field="lease_seconds")
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= MAX_LEASE_SECONDS:
+            raise errors.InvalidInput(
+                f"lease_seconds must be an integer from 1 to {MAX_LEASE_SECONDS}", field="lease_seconds"
+            )
         return timedelta(seconds=seconds)
 
     def _status_values(

@@ -463,3 +463,55 @@ def test_storage_keys_error_paths(db, raw):
             with pytest.raises(errors.InvalidInput), db.transaction() as tx:
                 getattr(tx.jobs, method)(job.id, bad)
     assert snapshot(raw) == before
+
+
+# -- untyped errors become InvalidInput (issue 10, item 13) ---------------------------------------
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+def test_params_nested_too_deep_are_invalid_input_and_change_nothing(db, raw):
+    """2,000 levels raised RecursionError from json.dumps; a bounded depth is InvalidInput."""
+    job = job_in(db, JobStatus.QUEUED)
+    before = snapshot(raw)
+    deep_list: list = []
+    for _ in range(2_000):
+        deep_list = [deep_list]
+    for params in (_nested(2_000), {"list": deep_list}):
+        with pytest.raises(errors.InvalidInput) as info, db.transaction() as tx:
+            tx.jobs.create(params=params)
+        assert info.value.field == "params"
+        with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+            tx.jobs.update(job.id, expected_version=job.version, params=params)
+    with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+        tx.jobs.transition(job.id, JobStatus.CANCELED, data=_nested(2_000))
+    assert snapshot(raw) == before
+    # Ordinary nesting is still fine.
+    with db.transaction() as tx:
+        created = tx.jobs.create(params=_nested(30))
+    assert row(raw, created.id)["params"] == _nested(30)
+
+
+@pytest.mark.parametrize("lease_seconds", [10**15, 10**9, 7 * 86_400 + 1])
+def test_huge_lease_seconds_are_invalid_input_and_change_nothing(db, raw, lease_seconds):
+    """10**15 s raised OverflowError from timedelta; a lease longer than the cap is InvalidInput."""
+    queued = job_in(db, JobStatus.QUEUED)
+    processing = job_in(db, JobStatus.PROCESSING)
+    before = snapshot(raw)
+    with pytest.raises(errors.InvalidInput) as info, db.transaction() as tx:
+        tx.jobs.claim_next(lease_seconds=lease_seconds)
+    assert info.value.field == "lease_seconds"
+    with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+        tx.jobs.transition(queued.id, JobStatus.PROCESSING, lease_seconds=lease_seconds)
+    with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+        tx.jobs.renew_lease(processing.id, lease_seconds=lease_seconds)
+    assert snapshot(raw) == before
+    with db.transaction() as tx:
+        renewed = tx.jobs.renew_lease(processing.id, lease_seconds=7 * 86_400)
+    stored = row(raw, renewed.id)
+    assert stored["lease_expires_at"] - stored["updated_at"] == timedelta(days=7)

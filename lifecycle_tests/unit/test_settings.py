@@ -53,6 +53,9 @@ def test_environment_beats_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("LOG_LEVEL", "LOUD"),
         ("BCRYPT_ROUNDS", "2"),
         ("CLEANUP_BATCH_SIZE", "0"),
+        ("CLEANUP_BATCH_SIZE", "1000000000000"),
+        # A lease past timedelta's range raised OverflowError in the repository (issue 10, item 13).
+        ("LEASE_SECONDS", "1000000000000000"),
         ("PROMETHEUS_PUSHGATEWAY_URL", "pushgateway:9091"),
         ("SUPABASE_STORAGE_BUCKET", "a/b"),
     ],
