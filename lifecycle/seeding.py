@@ -1,13 +1,15 @@
 """Demo data: jobs in every status, with their events, a share already past retention.
 
-Everything goes through the repositories (``create``, ``transition_many``, ``update``), so the rows
-and events look exactly like production ones. Work is done in chunks of ``CHUNK`` jobs, one
-transaction each, with set-based transitions: 1,000 jobs take about a second.
+Everything goes through the repositories (``create``, ``transition``, ``update``) and, for objects,
+``lifecycle.artifacts``, so the rows, events and objects look exactly like production ones. Work is
+done in chunks of ``CHUNK`` jobs. Each job is moved by its own id: the jobs already in the database
+(an earlier seed, real ones) are never touched. With objects, a job's source is attached while it
+is queued and its result while it is processing, as a client and a worker would (attach refuses
+any other state), so a chunk is committed in three steps: create, start, finish.
 """
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,9 +22,12 @@ from lifecycle.states import JobStatus
 
 if TYPE_CHECKING:
     from lifecycle.db import Database
+    from lifecycle.db.unit_of_work import Transaction
 
-#: Jobs seeded per transaction.
+#: Jobs seeded per chunk.
 CHUNK: Final = 1000
+#: The ``run_id`` of seeded events.
+RUN_ID: Final = "seed"
 
 #: Share of jobs per final status of the seed (the rest of ``processing`` keeps its lease).
 STATUS_SHARES: Final[dict[JobStatus, float]] = {
@@ -86,92 +91,118 @@ def seed(
         raise errors.InvalidInput("expired_fraction must be between 0 and 1", field="expired_fraction")
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     summary = SeedSummary()
-    final: dict[UUID, JobStatus] = {}
     done = 0
     while done < n_jobs:
         size = min(CHUNK, n_jobs - done)
-        _seed_chunk(db, rng, size, done, expired_fraction, summary, final)
+        _Chunk(db, rng, storage, summary).seed(size, done, expired_fraction)
         done += size
-    if storage is not None:
-        summary.objects = _attach_objects(db, storage, rng, final)
     return summary
 
 
-def _seed_chunk(
-    db: Database,
-    rng: random.Random,
-    size: int,
-    offset: int,
-    expired_fraction: float,
-    summary: SeedSummary,
-    final: dict[UUID, JobStatus],
-) -> None:
-    counts = _split(size)
-    run_id = "seed"
-    with db.transaction(run_id=run_id) as tx:
-        created = [tx.jobs.create(params=_params(rng, offset + i)) for i in range(size)]
-        ids = [job.id for job in created]
-        # Every job starts queued at version 1; each transition adds one.
-        version = dict.fromkeys(ids, 1)
-        status = dict.fromkeys(ids, JobStatus.QUEUED)
-        summary.events += size
+class _Chunk:
+    """One chunk of seeded jobs, moved by id through its statuses."""
 
-        def move(source: JobStatus, target: JobStatus, limit: int, **kwargs: Any) -> None:
-            if limit <= 0:
-                return
-            moved = tx.jobs.transition_many(source, target, limit=limit, **kwargs)
-            for job_id in moved:
-                version[job_id] += 1
-                status[job_id] = target
-            summary.events += len(moved)
+    def __init__(self, db: Database, rng: random.Random, storage: Any, summary: SeedSummary) -> None:
+        self.db = db
+        self.rng = rng
+        self.storage = storage
+        self.summary = summary
+        self.version: dict[UUID, int] = {}
+        self.status: dict[UUID, JobStatus] = {}
 
+    def seed(self, size: int, offset: int, expired_fraction: float) -> None:
+        counts = _split(size)
         canceled_early = counts[JobStatus.CANCELED] // 2
         started = size - counts[JobStatus.QUEUED] - canceled_early
-        move(JobStatus.QUEUED, JobStatus.CANCELED, canceled_early, reason="canceled by the user")
-        move(JobStatus.QUEUED, JobStatus.PROCESSING, started)
-        move(JobStatus.PROCESSING, JobStatus.SUCCEEDED, counts[JobStatus.SUCCEEDED])
-        move(
-            JobStatus.PROCESSING,
-            JobStatus.FAILED,
-            counts[JobStatus.FAILED],
-            data={"error": rng.choice(_ERRORS)},
+        ends = (
+            [JobStatus.SUCCEEDED] * counts[JobStatus.SUCCEEDED]
+            + [JobStatus.FAILED] * counts[JobStatus.FAILED]
+            + [JobStatus.CANCELED] * (counts[JobStatus.CANCELED] - canceled_early)
         )
-        move(
-            JobStatus.PROCESSING,
-            JobStatus.CANCELED,
-            counts[JobStatus.CANCELED] - canceled_early,
-            reason="canceled while processing",
-        )
-
-        # Expired: a share of the jobs that retention may delete (never processing ones).
-        eligible = [job_id for job_id in ids if status[job_id] is not JobStatus.PROCESSING]
-        n_expired = min(len(eligible), round(size * expired_fraction))
-        now = datetime.now(UTC)
-        for job_id in rng.sample(eligible, n_expired):
-            past = now - timedelta(minutes=rng.randint(1, 7 * 24 * 60))
-            tx.jobs.update(job_id, expected_version=version[job_id], expires_at=past)
-        summary.expired += n_expired
-        summary.jobs += size
-        summary.job_ids.extend(ids)
+        if self.storage is None:
+            # No objects: the whole chunk is one transaction.
+            with self.db.transaction(run_id=RUN_ID) as tx:
+                ids = self._create(tx, size, offset)
+                running = self._start(tx, ids, canceled_early, started)
+                self._finish(tx, ids, running, ends, expired_fraction)
+        else:
+            with self.db.transaction(run_id=RUN_ID) as tx:
+                ids = self._create(tx, size, offset)
+            self._attach(ids, "source")
+            with self.db.transaction(run_id=RUN_ID) as tx:
+                running = self._start(tx, ids, canceled_early, started)
+            self._attach(
+                [job_id for job_id, end in zip(running, ends, strict=False) if end is JobStatus.SUCCEEDED],
+                "result",
+            )
+            with self.db.transaction(run_id=RUN_ID) as tx:
+                self._finish(tx, ids, running, ends, expired_fraction)
+        self.summary.jobs += size
+        self.summary.job_ids.extend(ids)
         for job_id in ids:
-            summary.by_status[status[job_id].value] += 1
-        final.update(status)
+            self.summary.by_status[self.status[job_id].value] += 1
 
+    def _create(self, tx: Transaction, size: int, offset: int) -> list[UUID]:
+        created = [tx.jobs.create(params=_params(self.rng, offset + i)) for i in range(size)]
+        for job in created:
+            self.version[job.id] = job.version
+            self.status[job.id] = job.status
+        self.summary.events += size
+        return [job.id for job in created]
 
-def _attach_objects(db: Database, storage: Any, rng: random.Random, final: dict[UUID, JobStatus]) -> int:
-    """Upload a small source for every job and a result for each succeeded one."""
-    # Imported only when objects are wanted (and typed loosely: the module is built alongside).
-    artifacts: Any = importlib.import_module("lifecycle.artifacts")
+    def _move(self, tx: Transaction, job_id: UUID, target: JobStatus, **kwargs: Any) -> None:
+        moved = tx.jobs.transition(job_id, target, expected_from=self.status[job_id], **kwargs)
+        self.version[job_id] = moved.version
+        self.status[job_id] = moved.status
+        self.summary.events += 1
 
-    objects = 0
-    for job_id, status in final.items():
-        payload = b"\x00\x00\x00\x18ftypmp42" + rng.randbytes(64)
-        artifacts.attach_source(db, storage, job_id, payload, "mp4", "video/mp4")
-        objects += 1
-        if status is JobStatus.SUCCEEDED:
-            artifacts.attach_result(db, storage, job_id, payload[:48], "mp4", "video/mp4")
-            objects += 1
-    return objects
+    def _start(self, tx: Transaction, ids: list[UUID], canceled_early: int, started: int) -> list[UUID]:
+        """Cancel the first ``canceled_early`` jobs, start the next ``started``; the started ids."""
+        for job_id in ids[:canceled_early]:
+            self._move(tx, job_id, JobStatus.CANCELED, reason="canceled by the user")
+        running = ids[canceled_early : canceled_early + started]
+        for job_id in running:
+            self._move(tx, job_id, JobStatus.PROCESSING)
+        return running
+
+    def _finish(
+        self,
+        tx: Transaction,
+        ids: list[UUID],
+        running: list[UUID],
+        ends: list[JobStatus],
+        expired_fraction: float,
+    ) -> None:
+        """End the started jobs as planned (the rest keep processing), then expire a share."""
+        for job_id, end in zip(running, ends, strict=False):
+            if end is JobStatus.FAILED:
+                self._move(tx, job_id, end, data={"error": self.rng.choice(_ERRORS)})
+            elif end is JobStatus.CANCELED:
+                self._move(tx, job_id, end, reason="canceled while processing")
+            else:
+                self._move(tx, job_id, end)
+        # Expired: a share of the jobs that retention may delete (never processing ones).
+        eligible = [job_id for job_id in ids if self.status[job_id] is not JobStatus.PROCESSING]
+        n_expired = min(len(eligible), round(len(ids) * expired_fraction))
+        now = datetime.now(UTC)
+        for job_id in self.rng.sample(eligible, n_expired):
+            past = now - timedelta(minutes=self.rng.randint(1, 7 * 24 * 60))
+            tx.jobs.update(job_id, expected_version=self.version[job_id], expires_at=past)
+        self.summary.expired += n_expired
+
+    def _attach(self, ids: list[UUID], what: str) -> None:
+        """A small source (or result) object for each job, through ``lifecycle.artifacts``."""
+        from lifecycle import artifacts  # only when objects are wanted
+
+        for job_id in ids:
+            payload = b"\x00\x00\x00\x18ftypmp42" + self.rng.randbytes(64)
+            if what == "source":
+                artifacts.attach_source(self.db, self.storage, job_id, payload, "mp4", "video/mp4")
+            else:
+                artifacts.attach_result(self.db, self.storage, job_id, payload[:48], "mp4", "video/mp4")
+            self.version[job_id] += 1  # recording a new key is one more version
+            self.summary.objects += 1
+            self.summary.events += 1  # source_attached / result_attached
 
 
 def format_summary(summary: SeedSummary) -> str:

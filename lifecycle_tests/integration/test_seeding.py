@@ -72,3 +72,40 @@ def test_seed_with_objects_records_and_uploads_them(db, raw, storage):
     assert storage.download(source).startswith(b"\x00\x00\x00\x18ftyp")
     assert storage.download(keys[0])
     assert source == f"sources/{job_id}/source.mp4"
+
+
+def _status_counts(raw):
+    return dict(raw.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+
+
+def test_seeding_twice_moves_only_its_own_jobs(db, raw):
+    """Issue 10, item 10: the second seed crashed with KeyError (it moved the first seed's jobs)."""
+    first = seeding.seed(db, n_jobs=50, expired_fraction=0.2, seed=1)
+    before = {r[0]: r[1:] for r in raw.execute("SELECT id, status, version, expires_at FROM jobs")}
+    second = seeding.seed(db, n_jobs=50, expired_fraction=0.2, seed=2)
+    assert set(first.job_ids).isdisjoint(second.job_ids)
+    # The first seed's jobs are exactly as they were.
+    after = {r[0]: r[1:] for r in raw.execute("SELECT id, status, version, expires_at FROM jobs")}
+    assert {job_id: after[job_id] for job_id in before} == before
+    assert sum(_status_counts(raw).values()) == 100
+    for summary in (first, second):
+        rows = raw.execute(
+            "SELECT status, count(*) FROM jobs WHERE id = ANY(%s) GROUP BY status", (summary.job_ids,)
+        ).fetchall()
+        assert dict(rows) == dict(summary.by_status)
+    assert raw.execute("SELECT count(*) FROM job_events").fetchone()[0] == first.events + second.events
+
+
+def test_seeding_more_than_a_chunk(db, raw):
+    """1,500 jobs: the second chunk moved the first chunk's queued jobs and crashed."""
+    summary = seeding.seed(db, n_jobs=1500, expired_fraction=0.3, seed=5)
+    counts = _status_counts(raw)
+    assert sum(counts.values()) == summary.jobs == 1500
+    assert counts == dict(summary.by_status)
+    # Each chunk is shared out on its own: 1000 and 500 jobs.
+    expected = seeding._split(1000)
+    for status, n in seeding._split(500).items():
+        expected[status] += n
+    assert counts == {status.value: n for status, n in expected.items()}
+    assert raw.execute("SELECT count(*) FROM jobs WHERE expires_at <= now()").fetchone()[0] == 450
+    assert raw.execute("SELECT count(*) FROM job_events").fetchone()[0] == summary.events
