@@ -4,15 +4,34 @@ The order is the point: a key is recorded on its job row (with an event) and com
 bytes are sent, so no object can exist that its job does not know about; retention cleanup and
 reconciliation can always find every object. A failed upload leaves a recorded key without bytes,
 which cleanup treats as absent; attaching again (same key) retries the upload.
+
+Attach and cleanup serialise on the job row:
+
+- Everything is checked before anything is recorded: the key (this job's own), ``data`` (bytes; a
+  ``str`` would be read by the Storage client as a local file path) and ``content_type`` (a plain
+  ``type/subtype``). Bad input is ``InvalidInput`` and writes nothing.
+- A source is attached only while the job is ``queued`` (a worker has not claimed it yet), a result
+  only while it is ``processing`` (by the worker that makes it), and never to a job eligible for
+  deletion: ``AttachRefused`` (``reason`` ``"status"`` or ``"eligible_for_deletion"``). The check is
+  the recording statement itself, not a read before it.
+- A key queued for deletion (its source was replaced) is taken out of the outbox by attaching it
+  again, unless a drain is removing it right now: ``KeyPendingDeletion``, attach again later.
+- After the upload, one short read confirms that the job still exists and still records the key.
+  If the job is gone (retention deleted it while the bytes were in flight), the object is removed
+  and ``JobNotFound`` raised; if the key was replaced meanwhile, the object is removed (with the row
+  held, so nobody can record the key again in between; the key is queued for deletion too, should
+  the removal fail) and ``KeyReplaced`` raised.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from lifecycle import errors
 from lifecycle.errors import JobExpired, ResultsNotAvailable
 from lifecycle.logs import bound, get_logger
 from lifecycle.states import JobStatus
@@ -26,18 +45,28 @@ log = get_logger("lifecycle.artifacts")
 
 __all__ = ["JobExpired", "ResultsNotAvailable", "attach_result", "attach_source", "signed_result_urls"]
 
+# RFC 6838 restricted names: ``type/subtype`` of at most 127 characters each, no parameters. This
+# keeps CR, LF and every other control character out of the request header.
+_MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_CONTENT_TYPE = re.compile(f"{_MIME_NAME}/{_MIME_NAME}")
+
+Data = bytes | bytearray | memoryview
+
 
 def attach_source(
     db: Database,
     storage: StorageRepo,
     job_id: UUID | str,
-    data: bytes,
+    data: Data,
     ext: str,
     content_type: str,
     *,
     run_id: str | None = None,
 ) -> str:
-    """Record ``sources/{jobId}/source.<ext>`` on the job (committed), then upload ``data``; the key."""
+    """Record ``sources/{jobId}/source.<ext>`` on a queued job (committed), upload ``data``; the key.
+
+    See the module docstring for what is refused and how a race with cleanup ends.
+    """
     job = normalize_job_id(job_id)
     return _attach(db, storage, job, source_key(job, ext), data, content_type, run_id, "source")
 
@@ -46,15 +75,33 @@ def attach_result(
     db: Database,
     storage: StorageRepo,
     job_id: UUID | str,
-    data: bytes,
+    data: Data,
     ext: str,
     content_type: str,
     *,
     run_id: str | None = None,
 ) -> str:
-    """Record ``results/{jobId}/clip.<ext>`` on the job (committed), then upload ``data``; the key."""
+    """Record ``results/{jobId}/clip.<ext>`` on a processing job (committed), upload ``data``; the key.
+
+    See the module docstring for what is refused and how a race with cleanup ends.
+    """
     job = normalize_job_id(job_id)
     return _attach(db, storage, job, result_key(job, ext), data, content_type, run_id, "result")
+
+
+def _payload(data: object) -> bytes:
+    """``data`` as bytes; anything else (a ``str`` path, ``None``) is ``InvalidInput``."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise errors.InvalidInput("data must be bytes, bytearray or memoryview", field="data")
+
+
+def _check_content_type(content_type: object) -> str:
+    if not isinstance(content_type, str) or not _CONTENT_TYPE.fullmatch(content_type):
+        raise errors.InvalidInput("content type must be a plain type/subtype", field="content_type")
+    return content_type
 
 
 def _attach(
@@ -62,11 +109,13 @@ def _attach(
     storage: StorageRepo,
     job: UUID,
     key: str,
-    data: bytes,
-    content_type: str,
+    data: object,
+    content_type: object,
     run_id: str | None,
     what: str,
 ) -> str:
+    payload = _payload(data)
+    mime = _check_content_type(content_type)
     with bound(job_id=job, run_id=run_id):
         with db.transaction(run_id=run_id) as tx:
             if what == "source":
@@ -74,9 +123,42 @@ def _attach(
             else:
                 tx.jobs.add_result_key(job, key)
         # upsert: the key belongs to this job alone, and attaching again must be able to retry.
-        storage.upload(key, data, content_type, upsert=True)
-        log.info(f"{what} attached", key=key, size=len(data))
+        storage.upload(key, payload, mime, upsert=True)
+        _confirm(db, storage, job, key, run_id)
+        log.info(f"{what} attached", key=key, size=len(payload))
     return key
+
+
+def _confirm(db: Database, storage: StorageRepo, job: UUID, key: str, run_id: str | None) -> None:
+    """After the upload: the job must still record ``key``, or the object just stored is removed.
+
+    Cleanup may have deleted the job while the bytes were in flight, and its drain found the key
+    absent then; or another attach replaced the key and its old object was already confirmed gone.
+    Either way the object just stored is one no row points to.
+    """
+    try:
+        with db.transaction(run_id=run_id) as tx:
+            if tx.jobs.records_key(job, key):
+                return
+            # Replaced. While the row is locked nobody can record the key again, so removing the
+            # object cannot remove the upload of a later attach of the same key.
+            if not tx.jobs.queue_unrecorded_key(job, key):
+                return  # recorded again in between: the object is the job's
+            _remove_own(storage, key, "the key was replaced while uploading")
+    except errors.JobNotFound:
+        # The row is gone and a job id never comes back: the object is this call's alone to remove.
+        _remove_own(storage, key, "the job was deleted while uploading")
+        raise
+    raise errors.KeyReplaced(job, key)
+
+
+def _remove_own(storage: StorageRepo, key: str, why: str) -> None:
+    result = storage.remove([key])
+    if key in result.gone:
+        log.warning("upload removed again", key=key, reason=why)
+    else:
+        # Reconciliation finds the object (its job is gone) or the outbox holds the key (replaced).
+        log.warning("upload could not be removed again", key=key, reason=why)
 
 
 def signed_result_urls(

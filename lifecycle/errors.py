@@ -125,7 +125,7 @@ class AttachRefused(LifecycleError):
     job_id: UUID | str
     status: str | None
     #: Why: ``"status"`` (not a state that produces this object), ``"eligible_for_deletion"``
-    #: (retention may delete the job at any moment) or ``"pending_deletion"`` (below).
+    #: (retention may delete the job at any moment), ``"pending_deletion"`` or ``"replaced"`` (below).
     reason: str
 
     def __init__(
@@ -141,6 +141,16 @@ class KeyPendingDeletion(AttachRefused):
 
     def __init__(self, job_id: UUID | str, key: str, message: str | None = None) -> None:
         super().__init__(job_id, reason="pending_deletion", message=message)
+        self.key = key
+
+
+class KeyReplaced(AttachRefused):
+    """The job's key was replaced while these bytes were uploading: the upload was removed again."""
+
+    key: str
+
+    def __init__(self, job_id: UUID | str, key: str, message: str | None = None) -> None:
+        super().__init__(job_id, reason="replaced", message=message)
         self.key = key
 
 

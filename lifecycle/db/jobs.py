@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, LiteralString
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -38,6 +38,7 @@ from lifecycle.db._translate import translate
 from lifecycle.records import Job, Page
 from lifecycle.settings import MAX_LEASE_SECONDS
 from lifecycle.states import JobStatus, allowed_sources, can_transition, parse_status
+from lifecycle.storage import keys
 
 if TYPE_CHECKING:
     from lifecycle.db.events import JobEventsRepo
@@ -182,46 +183,101 @@ WHERE j.id = %(id)s AND j.status = 'processing'
 RETURNING {_COLUMNS}
 """
 
-_RECORD_SOURCE_KEY = f"""
-WITH old AS (
-    SELECT id, source_key FROM jobs WHERE id = %(id)s FOR UPDATE
-), moved AS (
+# -- storage keys: attach and cleanup serialise on the job row ----------------------------------
+# A key is recorded only in the state that produces its object (a source while ``queued``, before a
+# worker claims the job; a result while ``processing``, by the worker making it) and never on a job
+# eligible for deletion (what retention's phase 1 selects, on the database clock). The row is
+# locked first (``_LOCK_JOB``), so the recording statement's snapshot follows every change to this
+# job committed before it, including a replaced key that another attach queued for deletion.
+_LOCK_JOB = "SELECT status FROM jobs WHERE id = %(id)s FOR UPDATE"
+
+# The guard both recording statements share: ``verdict.outcome`` is NULL when the key may be
+# recorded, else why not. The key's own outbox row (queued when it was replaced) is locked too: a
+# drain claims rows with SKIP LOCKED, so it cannot take the row while this statement decides. A live
+# claim means a drain is removing the object right now: refused (``pending_deletion``). Otherwise
+# recording the key takes it out of the outbox (``taken_back``), since the job needs the object.
+_KEY_GUARD = f"""
+WITH job AS (
+    SELECT {_COLUMNS},
+           CASE
+               WHEN expires_at <= now() AND status <> 'processing' AND NOT retention_hold
+                   THEN 'eligible_for_deletion'
+               WHEN status <> %(attach_status)s THEN 'status'
+           END AS refused
+    FROM jobs WHERE id = %(id)s
+    FOR UPDATE
+), pending AS (
+    SELECT id, claimed_by IS NOT NULL AND lifecycle_claim_alive(claimed_by) AS claimed
+    FROM storage_deletions WHERE object_key = %(key)s
+    FOR UPDATE
+), verdict AS (
+    SELECT job.*,
+           coalesce(refused, CASE WHEN EXISTS (SELECT 1 FROM pending WHERE claimed)
+                                  THEN 'pending_deletion' END) AS outcome
+    FROM job
+), taken_back AS (
+    DELETE FROM storage_deletions AS d USING pending, verdict
+    WHERE d.id = pending.id AND verdict.outcome IS NULL
+)"""
+
+# The last column is the outcome: 'recorded', 'unchanged' (the same key again: a retried upload),
+# or the refusal reason.
+_KEY_OUTCOME = f"""
+SELECT {_COLUMNS}, 'recorded' AS outcome FROM moved
+UNION ALL
+SELECT {_COLUMNS}, coalesce(outcome, 'unchanged') FROM verdict WHERE NOT EXISTS (SELECT 1 FROM moved)
+"""
+
+_RECORD_SOURCE_KEY = f"""{_KEY_GUARD}, moved AS (
     UPDATE jobs AS j SET source_key = %(key)s, version = j.version + 1, updated_at = now()
-    FROM old
-    WHERE j.id = old.id AND old.source_key IS DISTINCT FROM %(key)s
-    RETURNING {_J_COLUMNS}, old.source_key AS previous_key
+    FROM verdict
+    WHERE j.id = verdict.id AND verdict.outcome IS NULL AND verdict.source_key IS DISTINCT FROM %(key)s
+    RETURNING {_J_COLUMNS}, verdict.source_key AS previous_key
 ), outbox AS (
     -- A replaced source would otherwise be an object no row points to: queue it for deletion.
     INSERT INTO storage_deletions (object_key, job_id, run_id)
     SELECT previous_key, id, %(run_id)s FROM moved WHERE previous_key IS NOT NULL
     ON CONFLICT (object_key) DO NOTHING
-), requeued AS (
-    -- The key being recorded must not sit in the outbox from an earlier replacement.
-    DELETE FROM storage_deletions WHERE object_key = %(key)s AND EXISTS (SELECT 1 FROM moved)
 ), ev AS (
     INSERT INTO job_events (job_id, type, data, run_id)
     SELECT id, %(event_type)s,
            jsonb_strip_nulls(jsonb_build_object('key', CAST(%(key)s AS text), 'previous', previous_key)),
            %(run_id)s
     FROM moved
-)
-SELECT {_COLUMNS} FROM moved
-"""
+){_KEY_OUTCOME}"""
 
-_ADD_RESULT_KEY = f"""
-WITH moved AS (
+_ADD_RESULT_KEY = f"""{_KEY_GUARD}, moved AS (
     UPDATE jobs AS j
     SET result_keys = array_append(j.result_keys, CAST(%(key)s AS text)), version = j.version + 1,
         updated_at = now()
-    WHERE j.id = %(id)s AND NOT (CAST(%(key)s AS text) = ANY(j.result_keys))
+    FROM verdict
+    WHERE j.id = verdict.id AND verdict.outcome IS NULL
+      AND NOT (CAST(%(key)s AS text) = ANY(verdict.result_keys))
     RETURNING {_J_COLUMNS}
-), requeued AS (
-    DELETE FROM storage_deletions WHERE object_key = %(key)s AND EXISTS (SELECT 1 FROM moved)
 ), ev AS (
     INSERT INTO job_events (job_id, type, data, run_id)
     SELECT id, %(event_type)s, jsonb_build_object('key', CAST(%(key)s AS text)), %(run_id)s FROM moved
+){_KEY_OUTCOME}"""
+
+_RECORDS_KEY = """
+SELECT coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(result_keys)
+FROM jobs WHERE id = %(id)s
+"""
+
+# An upload that landed after its key was replaced: while the row is locked nobody can record the
+# key again, and the key goes (back) to the outbox so its object is removed even if the caller's
+# own removal fails.
+_QUEUE_UNRECORDED_KEY = """
+WITH job AS (
+    SELECT id, coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(result_keys) AS records
+    FROM jobs WHERE id = %(id)s
+    FOR UPDATE
+), queued AS (
+    INSERT INTO storage_deletions (object_key, job_id, run_id)
+    SELECT %(key)s, id, %(run_id)s FROM job WHERE NOT records
+    ON CONFLICT (object_key) DO NOTHING
 )
-SELECT {_COLUMNS} FROM moved
+SELECT records FROM job
 """
 
 
@@ -502,32 +558,85 @@ SELECT id FROM moved
     def record_source_key(self, job_id: UUID | str, key: str) -> Job:
         """Record the job's source object key (before its bytes are sent), with a ``source_attached`` event.
 
-        Recording the same key again changes nothing. A different key replaces the old one, and the
-        old key goes to the ``storage_deletions`` outbox so its object is not orphaned.
+        ``key`` must be this job's own ``sources/{id}/source.<ext>`` (else ``InvalidInput``, before
+        any SQL), and the job ``queued`` and not eligible for deletion (else ``AttachRefused``); a key
+        a drain is removing right now is ``KeyPendingDeletion``. Recording the same key again
+        changes nothing. A different key replaces the old one, and the old key goes to the
+        ``storage_deletions`` outbox so its object is not orphaned.
         """
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "record_source_key", job_uuid):
-            check_text(key, "key", max_length=1024)
-            row = fetch_one(
-                self.connection,
-                _RECORD_SOURCE_KEY,
-                {"id": job_uuid, "key": key, "event_type": EVENT_SOURCE_ATTACHED, "run_id": self.run_id},
-                job_id=job_uuid,
+            keys.parse_own_key(key, keys.ObjectKind.SOURCE, job_uuid)
+            return self._record_key(
+                _RECORD_SOURCE_KEY, job_uuid, key, JobStatus.QUEUED, EVENT_SOURCE_ATTACHED
             )
-            return job_from_row(row) if row is not None else self.get(job_uuid)
 
     def add_result_key(self, job_id: UUID | str, key: str) -> Job:
-        """Append ``key`` to the job's result keys (if absent), with a ``result_attached`` event."""
+        """Append ``key`` to the job's result keys (if absent), with a ``result_attached`` event.
+
+        ``key`` must be this job's own ``results/{id}/clip.<ext>`` (else ``InvalidInput``, before
+        any SQL), and the job ``processing`` (else ``AttachRefused``); a key a drain is removing
+        right now is ``KeyPendingDeletion``.
+        """
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "add_result_key", job_uuid):
+            keys.parse_own_key(key, keys.ObjectKind.RESULT, job_uuid)
+            return self._record_key(
+                _ADD_RESULT_KEY, job_uuid, key, JobStatus.PROCESSING, EVENT_RESULT_ATTACHED
+            )
+
+    def records_key(self, job_id: UUID | str, key: str) -> bool:
+        """Whether the job records ``key`` (as its source or a result); ``JobNotFound`` if it is gone."""
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "records_key", job_uuid):
+            check_text(key, "key", max_length=1024)
+            row = fetch_one(self.connection, _RECORDS_KEY, {"id": job_uuid, "key": key}, job_id=job_uuid)
+            if row is None:
+                raise errors.JobNotFound(job_uuid)
+            return bool(row[0])
+
+    def queue_unrecorded_key(self, job_id: UUID | str, key: str) -> bool:
+        """Lock the job; if it no longer records ``key``, queue ``key`` for deletion and return True.
+
+        For an upload that landed after its key was replaced: the row stays locked until the
+        transaction ends, so the key cannot be recorded again while the caller removes the object.
+        False (nothing queued) if the job records the key; ``JobNotFound`` if it is gone.
+        """
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "queue_unrecorded_key", job_uuid):
             check_text(key, "key", max_length=1024)
             row = fetch_one(
                 self.connection,
-                _ADD_RESULT_KEY,
-                {"id": job_uuid, "key": key, "event_type": EVENT_RESULT_ATTACHED, "run_id": self.run_id},
+                _QUEUE_UNRECORDED_KEY,
+                {"id": job_uuid, "key": key, "run_id": self.run_id},
                 job_id=job_uuid,
             )
-            return job_from_row(row) if row is not None else self.get(job_uuid)
+            if row is None:
+                raise errors.JobNotFound(job_uuid)
+            return not row[0]
+
+    def _record_key(
+        self, statement: LiteralString, job_uuid: UUID, key: str, attach_status: JobStatus, event_type: str
+    ) -> Job:
+        """Run a guarded recording statement; its outcome is the job, or the refusal raised."""
+        if fetch_one(self.connection, _LOCK_JOB, {"id": job_uuid}, job_id=job_uuid) is None:
+            raise errors.JobNotFound(job_uuid)
+        values = {
+            "id": job_uuid,
+            "key": key,
+            "attach_status": attach_status.value,
+            "event_type": event_type,
+            "run_id": self.run_id,
+        }
+        row = fetch_one(self.connection, statement, values, job_id=job_uuid)
+        if row is None:  # the row is locked by this transaction: it cannot have gone
+            raise errors.JobNotFound(job_uuid)
+        outcome = row[-1]
+        if outcome in ("recorded", "unchanged"):
+            return job_from_row(row)
+        if outcome == "pending_deletion":
+            raise errors.KeyPendingDeletion(job_uuid, key)
+        raise errors.AttachRefused(job_uuid, reason=outcome, status=row[1])
 
     # -- helpers ----------------------------------------------------------------------------------
 

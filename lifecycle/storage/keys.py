@@ -107,6 +107,18 @@ def parse_key(key: str) -> ParsedKey:
     return ParsedKey(kind, UUID(job_text), ext)
 
 
+def parse_own_key(key: str, kind: ObjectKind, job_id: UUID) -> ParsedKey:
+    """``key`` parsed, if it is ``job_id``'s own ``kind`` key; anything else is ``InvalidInput``.
+
+    What the jobs repository records: ``sources/{job_id}/source.<ext>`` as a source,
+    ``results/{job_id}/clip.<ext>`` as a result, never another job's key, a path or a wildcard.
+    """
+    parsed = parse_key(key)
+    if parsed.kind is not ObjectKind(kind) or parsed.job_id != job_id:
+        raise errors.InvalidInput(f"not this job's own {ObjectKind(kind).name.lower()} key", field="key")
+    return parsed
+
+
 @dataclass(frozen=True, slots=True)
 class BucketLayout:
     """Where keys live: one bucket per kind, or one bucket with the kind as a prefix."""

@@ -35,6 +35,11 @@ def job_row(raw: psycopg.Connection[Any], job_id: object) -> tuple[Any, ...]:
     return found
 
 
+def succeed(db: Database, job_id: object) -> None:
+    with db.transaction() as tx:
+        tx.jobs.transition(job_id, JobStatus.SUCCEEDED)
+
+
 def test_the_seed_scenario(
     db: Database,
     storage: StorageRepo,
@@ -53,9 +58,11 @@ def test_the_seed_scenario(
 
     with db.transaction() as tx:
         tx.jobs.transition(job.id, JobStatus.PROCESSING)
-        tx.jobs.transition(job.id, JobStatus.SUCCEEDED)
+    # The worker attaches its results while processing, then moves the job on.
     clip = attach_result(db, storage, job.id, b"clip bytes", "mp4", "video/mp4")
     thumb = attach_result(db, storage, job.id, b"\xff\xd8jpeg", "jpg", "image/jpeg")
+    with db.transaction() as tx:
+        tx.jobs.transition(job.id, JobStatus.SUCCEEDED)
     assert (clip, thumb) == (result_key(job.id, "mp4"), result_key(job.id, "jpg"))
     status, _, result_keys, _ = job_row(raw, job.id)
     assert status == "succeeded"
@@ -67,9 +74,9 @@ def test_the_seed_scenario(
         "created",
         "source_attached",
         "transition",
+        "result_attached",
+        "result_attached",
         "transition",
-        "result_attached",
-        "result_attached",
     ]
     recorded = raw.execute(
         "SELECT data->>'key' FROM job_events WHERE job_id = %s AND type LIKE '%%_attached' ORDER BY id",
@@ -108,11 +115,110 @@ def test_key_is_committed_before_the_upload(
 def test_bad_input_touches_neither_row_nor_storage(
     db: Database, storage: StorageRepo, raw: psycopg.Connection[Any]
 ) -> None:
-    with db.transaction() as tx:
-        job = tx.jobs.create(params={})
+    from lifecycle_tests.integration._jobs_helpers import job_in
+
+    job = job_in(db, JobStatus.PROCESSING)
     with pytest.raises(errors.InvalidInput):
         attach_result(db, storage, job.id, b"x", "../mp4", "video/mp4")
     assert job_row(raw, job.id)[2] == []
+    assert storage.list_job_objects(job.id) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["/etc/hostname", "bytes as text", None, 42, ["b"], {"a": 1}],
+    ids=["local-path", "str", "none", "int", "list", "dict"],
+)
+def test_data_must_be_bytes(
+    db: Database, storage: StorageRepo, raw: psycopg.Connection[Any], data: object
+) -> None:
+    """Issue 10, item 8: a str was read by the Storage client as a local file path and uploaded;
+    None failed with TypeError after the key and its event were committed."""
+    from lifecycle_tests.integration._jobs_helpers import job_in, snapshot
+
+    queued, processing = job_in(db, JobStatus.QUEUED), job_in(db, JobStatus.PROCESSING)
+    before = snapshot(raw)
+    with pytest.raises(errors.InvalidInput) as info:
+        attach_source(db, storage, queued.id, data, "mp4", "video/mp4")  # type: ignore[arg-type]
+    assert info.value.field == "data"
+    with pytest.raises(errors.InvalidInput):
+        attach_result(db, storage, processing.id, data, "mp4", "video/mp4")  # type: ignore[arg-type]
+    assert snapshot(raw) == before  # no key, no event
+    assert storage.list_job_objects(queued.id) == storage.list_job_objects(processing.id) == []
+
+
+def test_bytes_like_data_is_uploaded(db: Database, storage: StorageRepo) -> None:
+    with db.transaction() as tx:
+        a, b = tx.jobs.create(params={}), tx.jobs.create(params={})
+    attach_source(db, storage, a.id, bytearray(b"array"), "mp4", "video/mp4")
+    attach_source(db, storage, b.id, memoryview(b"view"), "mp4", "video/mp4")
+    assert storage.download(source_key(a.id, "mp4")) == b"array"
+    assert storage.download(source_key(b.id, "mp4")) == b"view"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "video/mp4\r\nX-Injected: 1",
+        "video/mp4\n",
+        "video/mp4\x00",
+        "video/mp4; charset=utf-8",
+        "video",
+        "video/",
+        "/mp4",
+        "video/mp4/x",
+        " video/mp4",
+        "vidéo/mp4",
+        "video/" + "a" * 200,
+        "",
+        None,
+        b"video/mp4",
+    ],
+)
+def test_content_type_must_be_a_plain_mime_type(
+    db: Database, storage: StorageRepo, raw: psycopg.Connection[Any], content_type: object
+) -> None:
+    from lifecycle_tests.integration._jobs_helpers import job_in, snapshot
+
+    job = job_in(db, JobStatus.QUEUED)
+    before = snapshot(raw)
+    with pytest.raises(errors.InvalidInput) as info:
+        attach_source(db, storage, job.id, b"x", "mp4", content_type)  # type: ignore[arg-type]
+    assert info.value.field == "content_type"
+    assert snapshot(raw) == before
+    assert storage.list_job_objects(job.id) == []
+
+
+def test_plain_mime_types_are_accepted(db: Database, storage: StorageRepo) -> None:
+    with db.transaction() as tx:
+        job = tx.jobs.create(params={})
+    attach_source(db, storage, job.id, b"x", "mp4", "application/vnd.example+json")
+    assert storage.list_job_objects(job.id)[0].content_type == "application/vnd.example+json"
+
+
+@pytest.mark.parametrize(
+    ("attach", "status"),
+    [
+        ("source", JobStatus.PROCESSING),
+        ("source", JobStatus.SUCCEEDED),
+        ("result", JobStatus.QUEUED),
+        ("result", JobStatus.SUCCEEDED),
+        ("result", JobStatus.CANCELED),
+    ],
+)
+def test_attach_outside_its_state_is_refused_and_uploads_nothing(
+    db: Database, storage: StorageRepo, raw: psycopg.Connection[Any], attach: str, status: JobStatus
+) -> None:
+    """A source only while queued, a result only while processing (issue 10, item 4)."""
+    from lifecycle_tests.integration._jobs_helpers import job_in, snapshot
+
+    job = job_in(db, status)
+    before = snapshot(raw)
+    call = attach_source if attach == "source" else attach_result
+    with pytest.raises(errors.AttachRefused) as info:
+        call(db, storage, job.id, b"x", "mp4", "video/mp4")
+    assert (info.value.reason, info.value.status) == ("status", status.value)
+    assert snapshot(raw) == before
     assert storage.list_job_objects(job.id) == []
 
 
@@ -143,8 +249,9 @@ def test_results_are_signed_only_for_succeeded_jobs(
 def test_expired_job_is_refused(db: Database, storage: StorageRepo, raw: psycopg.Connection[Any]) -> None:
     from lifecycle_tests.integration._jobs_helpers import job_in
 
-    job = job_in(db, JobStatus.SUCCEEDED)
+    job = job_in(db, JobStatus.PROCESSING)
     attach_result(db, storage, job.id, b"x", "mp4", "video/mp4")
+    succeed(db, job.id)
     raw.execute("UPDATE jobs SET expires_at = now() - interval '1 minute' WHERE id = %s", (job.id,))
     with pytest.raises(JobExpired):
         signed_result_urls(db, storage, job.id)
@@ -155,8 +262,9 @@ def test_ttl_never_reaches_past_expires_at(
 ) -> None:
     from lifecycle_tests.integration._jobs_helpers import job_in
 
-    job = job_in(db, JobStatus.SUCCEEDED)
+    job = job_in(db, JobStatus.PROCESSING)
     key = attach_result(db, storage, job.id, b"x", "mp4", "video/mp4")
+    succeed(db, job.id)
     raw.execute("UPDATE jobs SET expires_at = now() + interval '90 seconds' WHERE id = %s", (job.id,))
     expires_at = job_row(raw, job.id)[3]
     urls = signed_result_urls(db, storage, job.id, ttl_seconds=3600)
@@ -172,8 +280,9 @@ def test_ttl_never_reaches_past_expires_at(
 def test_missing_result_object_is_left_out(db: Database, storage: StorageRepo) -> None:
     from lifecycle_tests.integration._jobs_helpers import job_in
 
-    job = job_in(db, JobStatus.SUCCEEDED)
+    job = job_in(db, JobStatus.PROCESSING)
     kept = attach_result(db, storage, job.id, b"x", "mp4", "video/mp4")
     gone = attach_result(db, storage, job.id, b"y", "jpg", "image/jpeg")
+    succeed(db, job.id)
     storage.remove([gone])
     assert set(signed_result_urls(db, storage, job.id)) == {kept}

@@ -87,17 +87,20 @@ def test_payloads_are_stored_verbatim(
             job = tx.jobs.create(params={p: p, "list": [p]})
             new_jobs.append(job.id)
             job = tx.jobs.update(job.id, expected_version=job.version, error=p)
-            tx.jobs.record_source_key(job.id, p)
-            tx.jobs.add_result_key(job.id, p)
             tx.events.add(job.id, p, data={"value": p})
             tx.jobs.transition(job.id, JobStatus.CANCELED, reason=p, data={p: p})
             key, _ = tx.api_keys.create(p, scopes=(p,))
             new_keys.append(key.id)
+        # A payload is never an object key: refused before any SQL (keys are the job's own only).
+        for method in ("record_source_key", "add_result_key"):
+            with pytest.raises(errors.InvalidInput) as info, db.transaction() as tx:
+                getattr(tx.jobs, method)(job.id, p)
+            assert info.value.field == "key"
 
         stored = raw.execute(
             "SELECT params, error, source_key, result_keys, status FROM jobs WHERE id = %s", (job.id,)
         ).fetchone()
-        assert stored == ({p: p, "list": [p]}, p, p, [p], "canceled")
+        assert stored == ({p: p, "list": [p]}, p, None, [], "canceled")
         events = raw.execute(
             "SELECT type, data, run_id FROM job_events WHERE job_id = %s ORDER BY id", (job.id,)
         ).fetchall()
@@ -214,6 +217,8 @@ def test_payloads_in_storage_keys_are_refused_before_any_io(
             lambda v: storage.sign(v),
             lambda v: storage.remove([v]),
             lambda v: artifacts.attach_source(db, storage, job, b"x", v, "video/mp4"),
+            lambda v: artifacts.attach_source(db, storage, job, b"x", "mp4", v),
+            lambda v: artifacts.attach_source(db, storage, job, v, "mp4", "video/mp4"),
             lambda v: artifacts.attach_result(db, storage, v, b"x", "mp4", "video/mp4"),
             lambda v: artifacts.signed_result_urls(db, storage, v),
         ]

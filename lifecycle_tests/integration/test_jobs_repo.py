@@ -212,21 +212,23 @@ def test_injection_strings_are_stored_verbatim(db, raw):
         job = tx.jobs.create(params={s: s for s in INJECTIONS})
         tx.jobs.update(job.id, expected_version=1, error=INJECTIONS[2])
         tx.jobs.transition(job.id, JobStatus.PROCESSING, reason=INJECTIONS[3], data={"why": INJECTIONS[4]})
-        tx.jobs.record_source_key(job.id, INJECTIONS[5])
-        tx.jobs.add_result_key(job.id, INJECTIONS[0])
+        tx.jobs.add_result_key(job.id, f"results/{job.id}/clip.mp4")
         tx.events.add(job.id, INJECTIONS[1], data={"note": INJECTIONS[2]})
+    # An injection string is never a key: refused before any SQL (test_foreign_and_malformed_keys...).
+    for payload in INJECTIONS:
+        with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+            tx.jobs.add_result_key(job.id, payload)
     stored = row(raw, job.id)
     assert stored["params"] == {s: s for s in INJECTIONS}
     assert stored["error"] == INJECTIONS[2]
-    assert stored["source_key"] == INJECTIONS[5]
-    assert stored["result_keys"] == [INJECTIONS[0]]
+    assert stored["result_keys"] == [f"results/{job.id}/clip.mp4"]
     evs = events(raw, job.id)
     assert {e["run_id"] for e in evs} == {INJECTIONS[0]}
     assert evs[1]["data"] == {"why": INJECTIONS[4], "reason": INJECTIONS[3]}
     assert evs[-1]["type"] == INJECTIONS[1]
     assert raw.execute("SELECT name, scopes FROM api_keys").fetchone() == (INJECTIONS[1], INJECTIONS)
     assert raw.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
-    assert raw.execute("SELECT count(*) FROM job_events").fetchone()[0] == 5
+    assert raw.execute("SELECT count(*) FROM job_events").fetchone()[0] == 4
 
 
 # -- list_by_status -------------------------------------------------------------------------------
@@ -453,12 +455,137 @@ def test_add_result_key(db, raw):
     ]
 
 
+# The state each kind of key is recorded in, and the key's shape: (method, status, prefix, stem).
+KINDS = {
+    "source": ("record_source_key", JobStatus.QUEUED, "sources", "source"),
+    "result": ("add_result_key", JobStatus.PROCESSING, "results", "clip"),
+}
+
+
+@pytest.mark.parametrize("kind", ["source", "result"])
+def test_foreign_and_malformed_keys_are_refused_before_any_sql(db, raw, kind):
+    """Issue 10, item 2: any text was accepted as a key (another job's, a path, a wildcard)."""
+    method, status, prefix, stem = KINDS[kind]
+    other_prefix, other_stem = ("results", "clip") if kind == "source" else ("sources", "source")
+    a, b = job_in(db, status), job_in(db, status)
+    bad = [
+        f"{prefix}/{b.id}/{stem}.mp4",  # job B's own key
+        "../../etc/passwd",
+        "results/*",
+        "sources/*",
+        f"{prefix}/*",
+        f"{prefix}/{a.id}/{stem}.MP4",  # upper-case extension
+        f"{other_prefix}/{a.id}/{other_stem}.mp4",  # this job's key of the other kind
+        f"{prefix}/{a.id}/{stem}.mp4/../../{b.id}/{stem}.mp4",
+        f"{prefix}/{str(a.id).upper()}/{stem}.mp4",  # not the canonical UUID text
+        f"{prefix}/{a.id}/{stem}.",
+        f"{prefix}/{a.id}/{stem}." + "a" * 17,
+        f"{prefix}/{a.id}/other.mp4",
+        f" {prefix}/{a.id}/{stem}.mp4",
+    ]
+    before = snapshot(raw)
+    for key in bad:
+        with pytest.raises(errors.InvalidInput) as info, db.transaction() as tx:
+            getattr(tx.jobs, method)(a.id, key)
+        # Refused by the repository (field "key"), not by the database's CHECK constraint.
+        assert info.value.field == "key", key
+        # Before any SQL: a job that does not exist gets the same answer, not JobNotFound.
+        with pytest.raises(errors.InvalidInput), db.transaction() as tx:
+            getattr(tx.jobs, method)(uuid.uuid4(), key)
+    assert snapshot(raw) == before
+
+
+def test_the_database_refuses_foreign_keys_written_around_the_repository(db, raw):
+    """The CHECK constraints of migration 0002 hold for a client that bypasses the repository."""
+    import psycopg
+
+    a, b = job_in(db, JobStatus.QUEUED), job_in(db, JobStatus.QUEUED)
+    before = snapshot(raw)
+    for column, value in [
+        ("source_key", f"sources/{b.id}/source.mp4"),
+        ("source_key", "../../etc/passwd"),
+        ("source_key", f"sources/{a.id}/source.MP4"),
+        ("source_key", f"results/{a.id}/clip.mp4"),
+        ("result_keys", [f"results/{b.id}/clip.mp4"]),
+        ("result_keys", ["results/*"]),
+        ("result_keys", [f"results/{a.id}/clip.mp4", None]),
+    ]:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            raw.execute(f"UPDATE jobs SET {column} = %s WHERE id = %s", (value, a.id))
+    assert snapshot(raw) == before
+
+
+@pytest.mark.parametrize("kind", ["source", "result"])
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_a_key_is_recorded_only_in_the_state_that_produces_its_object(db, raw, kind, status):
+    """Issue 10, item 4: keys were recorded in any status (a source on a succeeded job, ...)."""
+    method, allowed, prefix, stem = KINDS[kind]
+    job = job_in(db, status)
+    key = f"{prefix}/{job.id}/{stem}.mp4"
+    before = snapshot(raw)
+    if status is allowed:
+        with db.transaction() as tx:
+            getattr(tx.jobs, method)(job.id, key)
+        stored = row(raw, job.id)
+        assert key in (stored["source_key"], *stored["result_keys"])
+        return
+    with pytest.raises(errors.AttachRefused) as info, db.transaction() as tx:
+        getattr(tx.jobs, method)(job.id, key)
+    assert (info.value.reason, info.value.status) == ("status", status.value)
+    assert snapshot(raw) == before
+
+
+def test_no_key_on_a_job_eligible_for_deletion(db, raw):
+    """Eligible = expired (database clock), not processing, not on hold: what cleanup deletes."""
+    expired_queued = job_in(db, JobStatus.QUEUED)
+    expired_succeeded = job_in(db, JobStatus.SUCCEEDED)
+    held = job_in(db, JobStatus.QUEUED)
+    processing = job_in(db, JobStatus.PROCESSING)
+    raw.execute(
+        "UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = ANY(%s)",
+        ([expired_queued.id, expired_succeeded.id, held.id, processing.id],),
+    )
+    raw.execute("UPDATE jobs SET retention_hold = true WHERE id = %s", (held.id,))
+    before = snapshot(raw)
+    for job, method, key in [
+        (expired_queued, "record_source_key", f"sources/{expired_queued.id}/source.mp4"),
+        (expired_succeeded, "add_result_key", f"results/{expired_succeeded.id}/clip.mp4"),
+    ]:
+        with pytest.raises(errors.AttachRefused) as info, db.transaction() as tx:
+            getattr(tx.jobs, method)(job.id, key)
+        assert info.value.reason == "eligible_for_deletion"
+        assert info.value.status == row(raw, job.id)["status"]
+    assert snapshot(raw) == before
+    # On hold, or processing (never eligible), an expired job still takes its key.
+    with db.transaction() as tx:
+        tx.jobs.record_source_key(held.id, f"sources/{held.id}/source.mp4")
+        tx.jobs.add_result_key(processing.id, f"results/{processing.id}/clip.mp4")
+    assert row(raw, held.id)["source_key"] == f"sources/{held.id}/source.mp4"
+    assert row(raw, processing.id)["result_keys"] == [f"results/{processing.id}/clip.mp4"]
+
+
+def test_recording_the_same_key_again_is_idempotent(db, raw):
+    """A retried upload records its key again: no new version, no new event, no refusal."""
+    job = job_in(db, JobStatus.QUEUED)
+    key = f"sources/{job.id}/source.mp4"
+    with db.transaction() as tx:
+        first = tx.jobs.record_source_key(job.id, key)
+    with db.transaction() as tx:
+        again = tx.jobs.record_source_key(job.id, key)
+    assert again == first
+    assert [e["type"] for e in events(raw, job.id)] == ["created", "source_attached"]
+
+
 def test_storage_keys_error_paths(db, raw):
     job = job_in(db, JobStatus.QUEUED)
     before = snapshot(raw)
-    for method in ("record_source_key", "add_result_key"):
+    for method, kind in (
+        ("record_source_key", "sources/{}/source.mp4"),
+        ("add_result_key", "results/{}/clip.mp4"),
+    ):
+        missing = uuid.uuid4()
         with pytest.raises(errors.JobNotFound), db.transaction() as tx:
-            getattr(tx.jobs, method)(uuid.uuid4(), "k")
+            getattr(tx.jobs, method)(missing, kind.format(missing))
         for bad in ("", None, 5, "a\x00b", "k" * 2000):
             with pytest.raises(errors.InvalidInput), db.transaction() as tx:
                 getattr(tx.jobs, method)(job.id, bad)

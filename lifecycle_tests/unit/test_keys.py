@@ -10,6 +10,7 @@ import pytest
 
 from lifecycle import errors
 from lifecycle.storage import BucketLayout, ObjectKind, StorageRepo, parse_key, result_key, source_key
+from lifecycle.storage.keys import parse_own_key
 
 JOB = uuid.UUID("0ed9a8eb-ba72-48ac-b137-dda0afd7084b")
 
@@ -95,6 +96,28 @@ def test_bad_extensions_are_refused(ext: object) -> None:
 def test_bad_keys_do_not_parse(key: str) -> None:
     with pytest.raises(errors.InvalidInput):
         parse_key(key)
+
+
+def test_a_job_owns_only_its_own_keys_of_each_kind() -> None:
+    """What the jobs repository records: this job's key of the right kind, nothing else."""
+    other = uuid.uuid4()
+    assert parse_own_key(source_key(JOB, "mp4"), ObjectKind.SOURCE, JOB).ext == "mp4"
+    assert parse_own_key(result_key(JOB, "webm"), ObjectKind.RESULT, JOB).job_id == JOB
+    for key, kind in [
+        (source_key(other, "mp4"), ObjectKind.SOURCE),  # another job's
+        (result_key(other, "mp4"), ObjectKind.RESULT),
+        (result_key(JOB, "mp4"), ObjectKind.SOURCE),  # the wrong kind
+        (source_key(JOB, "mp4"), ObjectKind.RESULT),
+        ("../../etc/passwd", ObjectKind.SOURCE),
+        ("results/*", ObjectKind.RESULT),
+        (f"results/{JOB}/clip.MP4", ObjectKind.RESULT),
+        *((bad, ObjectKind.RESULT) for bad in BAD_KEYS),
+    ]:
+        with pytest.raises(errors.InvalidInput) as info:
+            parse_own_key(key, kind, JOB)
+        assert info.value.field == "key", key
+    with pytest.raises(errors.InvalidInput):
+        parse_own_key(None, ObjectKind.SOURCE, JOB)  # type: ignore[arg-type]
 
 
 def test_layouts_place_keys() -> None:
