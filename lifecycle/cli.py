@@ -15,6 +15,7 @@ import click
 
 from lifecycle import errors
 from lifecycle.redaction import redact_known
+from lifecycle.settings import MAX_RECONCILE_GRACE_SECONDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -251,7 +252,13 @@ def cleanup(
 
 @main.command()
 @click.option("--apply", "apply_", is_flag=True, help="Queue the orphans for removal (default: report only).")
-@click.option("--grace-seconds", type=click.IntRange(min=0), default=3600, show_default=True)
+@click.option(
+    "--grace-seconds",
+    type=click.IntRange(0, MAX_RECONCILE_GRACE_SECONDS),
+    default=3600,
+    show_default=True,
+    help="Leave objects younger than this alone (an upload may be in flight).",
+)
 @click.option("--run-id", default=None)
 @handle_errors
 def reconcile(apply_: bool, grace_seconds: int, run_id: str | None) -> None:

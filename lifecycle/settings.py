@@ -23,6 +23,10 @@ from lifecycle.states import JobStatus
 DAY = 86_400
 #: The longest lease a worker may hold on a processing job (setting and per-call ``lease_seconds``).
 MAX_LEASE_SECONDS = 7 * DAY
+#: The largest cleanup batch (setting, CLI option and Dagster config): one transaction's worth.
+MAX_CLEANUP_BATCH_SIZE = 10_000
+#: The longest grace period of orphan reconciliation (CLI option, Dagster config and the function).
+MAX_RECONCILE_GRACE_SECONDS = 365 * DAY
 
 
 class LogFormat(enum.StrEnum):
@@ -68,7 +72,7 @@ class Settings(BaseSettings):
     tombstone_retention_seconds: int = Field(90 * DAY, ge=0)
 
     # Cleanup limits (each overridable per run).
-    cleanup_batch_size: int = Field(1000, ge=1, le=10_000)
+    cleanup_batch_size: int = Field(1000, ge=1, le=MAX_CLEANUP_BATCH_SIZE)
     cleanup_min_batch_size: int = Field(50, ge=1)
     cleanup_max_jobs_per_second: float | None = Field(None, gt=0)
     cleanup_max_objects_per_second: float | None = Field(None, gt=0)

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from lifecycle import errors, metrics, transitions
 from lifecycle.defs.resources import DatabaseResource, StorageResource
+from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE, MAX_RECONCILE_GRACE_SECONDS
 
 #: The run tag that names the job a ``purge_job`` run erases.
 JOB_ID_TAG = "lifecycle/job_id"
@@ -57,15 +58,27 @@ def _log_jobs(context: dg.OpExecutionContext, ids: list[UUID], total: int, what:
 # -- retention cleanup ------------------------------------------------------------------------------
 
 
+# Dagster's config schema has no numeric ranges: the Launchpad accepts any number, and the bounds
+# below (pydantic's) fail the run when its step starts, naming the field, before any work is done.
+
+
 class RetentionCleanupConfig(dg.Config):
     """Limits of one cleanup run; unset means the configured default (CLEANUP_* settings)."""
 
     dry_run: bool = Field(default=False, description="Only report what would be deleted; write nothing.")
-    batch_size: int | None = Field(default=None, ge=1, le=10_000, description="Jobs per transaction.")
-    max_jobs_per_second: float | None = Field(default=None, gt=0, description="Job deletion rate limit.")
-    max_objects_per_second: float | None = Field(default=None, gt=0, description="Object removal rate.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=MAX_CLEANUP_BATCH_SIZE, description="Jobs per transaction."
+    )
+    max_jobs_per_second: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Job deletion rate limit."
+    )
+    max_objects_per_second: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Object removal rate."
+    )
     max_jobs: int | None = Field(default=None, ge=1, description="Stop after this many jobs.")
-    max_runtime_seconds: float | None = Field(default=None, gt=0, description="Stop after this long.")
+    max_runtime_seconds: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Stop after this long."
+    )
 
 
 @dg.op(description="Delete expired jobs, then their stored objects (retention.cleanup).")
@@ -218,7 +231,10 @@ class PurgeJobConfig(dg.Config):
     """The job to erase now, whatever its expiry or hold."""
 
     job_id: str = Field(description="UUID of the job to delete with its events and objects.")
-    reason: str = Field(default="erasure", description="Recorded in the tombstone.")
+    # The bound of the text retention records on tombstones (its labels, run ids and reasons).
+    reason: str = Field(
+        default="erasure", min_length=1, max_length=200, description="Recorded in the tombstone."
+    )
 
 
 @dg.op(description="Delete one job now with its events and objects; the tombstone names this run.")
@@ -266,7 +282,10 @@ class ReconcileOrphansConfig(dg.Config):
 
     dry_run: bool = Field(default=True, description="Only report orphans; queue nothing for deletion.")
     grace_seconds: int = Field(
-        default=3600, ge=0, description="Ignore objects younger than this (an upload may be in flight)."
+        default=3600,
+        ge=0,
+        le=MAX_RECONCILE_GRACE_SECONDS,
+        description="Ignore objects younger than this (an upload may be in flight).",
     )
 
 

@@ -18,6 +18,7 @@ from lifecycle.db import Database
 from lifecycle.retention import queries
 from lifecycle.retention.outbox import ObjectStore
 from lifecycle.retention.report import ReconcileReport
+from lifecycle.settings import MAX_RECONCILE_GRACE_SECONDS
 
 #: Keys checked against the database per query.
 PAGE = 1000
@@ -98,6 +99,15 @@ def reconcile_orphans(
     """
     from lifecycle.storage import ObjectKind
 
+    # Checked before any listing: a grace beyond the bound overflowed ``clock - timedelta``.
+    if (
+        isinstance(grace_seconds, bool)
+        or not isinstance(grace_seconds, int)
+        or not 0 <= grace_seconds <= MAX_RECONCILE_GRACE_SECONDS
+    ):
+        raise errors.InvalidInput(
+            f"grace_seconds must be an integer from 0 to {MAX_RECONCILE_GRACE_SECONDS}", field="grace_seconds"
+        )
     started = time.perf_counter()
     report = ReconcileReport(dry_run=dry_run, run_id=run_id)
     clock = now or datetime.now(UTC)
