@@ -4,11 +4,16 @@ It knows keys and buckets, not jobs (``lifecycle.artifacts`` is the job-aware la
 is timed (``metrics.storage_timed``), retried with backoff on connection errors and 5xx only, and
 every client error becomes ``errors.StorageError`` with the bucket, path, status and code, never a
 key or token. The API answers ``[]`` rather than an error for what it did not delete, so ``remove``
-checks every key it was not told about before it calls it absent.
+checks every key it was not told about before it calls it absent; and since any key but the service
+role's sees no object at all (its removes delete nothing, its checks find nothing), ``remove`` refuses
+to run with any other key (``errors.ServiceRoleRequired``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import random
 import time
@@ -38,6 +43,11 @@ T = TypeVar("T")
 
 #: The most paths the API takes in one sign-many or remove call (hosted projects enforce it).
 MAX_BATCH = 1000
+#: The role that sees every object (Supabase Storage's row-level security lets it bypass policies).
+SERVICE_ROLE = "service_role"
+#: What the sign-many answer says of a path with no object. With the service role, "no access" cannot
+#: be the reason, so it means the object does not exist; any other error leaves the question open.
+_MISSING_OBJECT = "does not exist"
 
 log = get_logger("lifecycle.storage")
 
@@ -90,6 +100,29 @@ class BucketReport:
     existed: tuple[str, ...]
 
 
+def key_role(key: str) -> str | None:
+    """The role an API key acts as, read without verifying it (the server verifies); ``None`` if unknown.
+
+    A legacy key is a JWT whose payload's ``role`` claim decides (``service_role``, ``anon``, ...).
+    Supabase's newer API keys say their kind in their prefix: ``sb_secret_`` keys act as the service
+    role, ``sb_publishable_`` keys as ``anon``.
+    """
+    if key.startswith("sb_secret_"):
+        return SERVICE_ROLE
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    role = claims.get("role") if isinstance(claims, dict) else None
+    return role if isinstance(role, str) and role else None
+
+
 _httpx_filter_installed = False
 
 
@@ -129,8 +162,11 @@ class StorageRepo:
         backoff_seconds: float = 0.2,
         secrets: Sequence[str] = (),
         http_client: httpx.Client | None = None,
+        role: str | None = None,
     ) -> None:
         self._client = client
+        #: The API key's role (``key_role``); ``None`` when unknown.
+        self.role = role
         self.layout = layout or BucketLayout()
         self.default_ttl_seconds = default_ttl_seconds
         self.max_ttl_seconds = max_ttl_seconds
@@ -192,7 +228,18 @@ class StorageRepo:
             raise errors.ConfigurationError(
                 f"cannot create the Supabase client: {redact(str(exc), [key])}", variable="SUPABASE_URL"
             ) from None
-        return cls(storage, secrets=(key,), http_client=http_client, **kwargs)
+        return cls(storage, secrets=(key,), http_client=http_client, role=key_role(key), **kwargs)
+
+    @property
+    def is_service_role(self) -> bool:
+        """Whether the key sees every object: only then may ``remove`` run, and only then does
+        "not found" mean "not there" (any other key sees nothing at all)."""
+        return self.role == SERVICE_ROLE
+
+    def require_service_role(self) -> None:
+        """Raise ``errors.ServiceRoleRequired`` unless the key is the service role's (no request)."""
+        if not self.is_service_role:
+            raise errors.ServiceRoleRequired()
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -332,9 +379,15 @@ class StorageRepo:
         return {key: by_path.get(path) for key, path in chunk}
 
     def remove(self, keys: Iterable[str]) -> RemoveResult:
-        """Delete ``keys`` (batches of at most 1000); each ends up removed, absent or failed."""
+        """Delete ``keys`` (batches of at most 1000); each ends up removed, absent or failed.
+
+        Refused (``errors.ServiceRoleRequired``, before any request) unless the key is the service
+        role's. A key is absent only when the service role's existence check says it does not exist;
+        a failed check or an answer that does not say so clearly leaves it failed.
+        """
         ordered = list(dict.fromkeys(keys))
         located = {key: self._locate_any(key) for key in ordered}
+        self.require_service_role()
         result = RemoveResult()
         for bucket, chunk in self._chunks(located):
             self._remove_chunk(bucket, chunk, result)
@@ -357,20 +410,46 @@ class StorageRepo:
                 unreported.append((key, path))
         if not unreported:
             return
-        # "Not in the answer" may mean "did not exist" or "was not deleted" (RLS, a partial
-        # failure): ask again before calling the key absent. Signing is the batch existence check
-        # the API offers; the URLs are thrown away.
+        # "Not in the answer" may mean "did not exist" or "was not deleted" (a partial failure):
+        # ask again before calling the key absent. Signing is the batch existence check the API
+        # offers (the URLs are thrown away); only a clear "does not exist" for this very path counts.
         try:
-            still_there = self._sign_chunk(bucket, unreported, 60)
+            exists = self._exists_chunk(bucket, unreported)
         except errors.StorageError as exc:
             reason = "could not confirm removal: " + self._redact(exc.message)
             result.failed.extend(RemoveFailure(key, reason, exc.status, exc.code) for key, _ in unreported)
             return
         for key, _ in unreported:
-            if still_there.get(key) is None:
+            if exists[key] is False:
                 result.absent.append(key)
-            else:
+            elif exists[key] is True:
                 result.failed.append(RemoveFailure(key, "object still exists after remove"))
+            else:
+                result.failed.append(RemoveFailure(key, "could not confirm removal: unclear answer"))
+
+    def _exists_chunk(self, bucket: str, chunk: list[tuple[str, str]]) -> dict[str, bool | None]:
+        """For each key: ``True`` (signed: it exists), ``False`` (the server says it does not exist)
+        or ``None`` (no clear answer for its path). Service role only: see ``_MISSING_OBJECT``."""
+        paths = [path for _, path in chunk]
+        items = self._call(
+            "sign_many", bucket, None, lambda: self._bucket(bucket).create_signed_urls(paths, 60)
+        )
+        by_path: dict[str, bool | None] = {}
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                continue
+            url = item.get("signedURL") or item.get("signedUrl")
+            error = item.get("error")
+            if url and not error:
+                answer: bool | None = True
+            elif not url and isinstance(error, str) and _MISSING_OBJECT in error:
+                answer = False
+            else:
+                answer = None
+            # Two answers for one path that disagree: no clear answer.
+            path = item["path"]
+            by_path[path] = answer if by_path.get(path, answer) == answer else None
+        return {key: by_path.get(path) for key, path in chunk}
 
     def _locate_any(self, key: str) -> tuple[str, str]:
         """Bucket and path of any key under a kind prefix (stray objects too), for removal."""
