@@ -7,6 +7,7 @@ the embedded PostgreSQL under ``.lifecycle/``. Errors print one redacted line an
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -175,18 +176,64 @@ def _open_storage(settings: Any) -> Any:
     return StorageRepo.from_settings(settings)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse ``inf`` and ``nan`` (a range check lets both through)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Select and report only; write nothing.")
-@click.option("--drain-only", is_flag=True, help="Only remove the objects queued in the outbox (phase 2).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Jobs per transaction.")
-@click.option("--max-jobs-per-second", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-objects-per-second", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-jobs", type=click.IntRange(min=1), default=None, help="Stop after this many jobs.")
-@click.option("--max-runtime-seconds", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option(
-    "--vacuum/--no-vacuum", default=None, help="VACUUM (ANALYZE) jobs afterwards (default: after big runs)."
+    "--drain-only",
+    is_flag=True,
+    help="Only remove the objects queued in the outbox (phase 2); with --dry-run, say what a drain would do.",
 )
-@click.option("--run-id", default=None, help="Recorded on tombstones and outbox rows.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Jobs per transaction, 1-10000.  [default: CLEANUP_BATCH_SIZE, 1000]",
+)
+@click.option(
+    "--max-jobs-per-second",
+    type=_POSITIVE,
+    callback=_finite,
+    default=None,
+    help="Job deletion rate.  [default: CLEANUP_MAX_JOBS_PER_SECOND, unlimited]",
+)
+@click.option(
+    "--max-objects-per-second",
+    type=_POSITIVE,
+    callback=_finite,
+    default=None,
+    help="Object removal rate.  [default: CLEANUP_MAX_OBJECTS_PER_SECOND, unlimited]",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(1, 10**12),
+    default=None,
+    help="Stop after this many jobs.  [default: CLEANUP_MAX_JOBS, unlimited]",
+)
+@click.option(
+    "--max-runtime-seconds",
+    type=_POSITIVE,
+    callback=_finite,
+    default=None,
+    help="Stop after this long.  [default: CLEANUP_MAX_RUNTIME_SECONDS, unlimited]",
+)
+@click.option(
+    "--vacuum/--no-vacuum",
+    default=None,
+    help="VACUUM (ANALYZE) jobs afterwards.  [default: after runs of 10000 jobs or more]",
+)
+@click.option(
+    "--run-id", default=None, help="Recorded on tombstones and outbox rows (at most 200 characters)."
+)
 @handle_errors
 def cleanup(
     dry_run: bool,
@@ -199,7 +246,18 @@ def cleanup(
     vacuum: bool | None,
     run_id: str | None,
 ) -> None:
-    """Delete expired jobs and their objects (retention), in batches, crash-safe."""
+    """Delete expired jobs and their objects (retention), in batches, crash-safe.
+
+    Removing objects needs the service-role key (SUPABASE_SERVICE_ROLE_KEY): with any other key the
+    run is refused before anything is deleted.
+
+    \b
+    Exit status:
+      0  all done: no expired job left behind, the outbox empty (a dry run: always 0)
+      1  work left undone: expired jobs a limit left, objects still queued, failed
+         or claimed by another live run; one line on stderr says what
+      2  error (bad option, wrong key, database or storage unreachable): one line on stderr
+    """
     from rich.console import Console
 
     from lifecycle import retention
@@ -207,9 +265,15 @@ def cleanup(
 
     settings = load_settings()
     db = open_database(settings)
-    storage = _open_storage(settings)
     out, err = Console(), Console(stderr=True)
+    storage = None
+    left: str | None = None
     try:
+        if drain_only and dry_run:
+            plan = retention.plan_drain(db)
+            out.print(rendering.drain_plan_table(plan))
+            return
+        storage = _open_storage(settings)
         if drain_only:
             if storage is None:
                 raise errors.ConfigurationError("SUPABASE_URL is not set", variable="SUPABASE_URL")
@@ -223,31 +287,36 @@ def cleanup(
                     progress=progress,
                 )
             out.print(rendering.report_table(drained, "Outbox drain"))
-            return
-        if storage is None and not dry_run:
-            err.print("storage is not configured (SUPABASE_URL): objects stay queued in the outbox")
-        with rendering.progress_bar(err) as progress:
-            report = retention.cleanup(
-                db,
-                storage,
-                dry_run=dry_run,
-                batch_size=batch_size,
-                max_jobs_per_second=max_jobs_per_second,
-                max_objects_per_second=max_objects_per_second,
-                max_jobs=max_jobs,
-                max_runtime_seconds=max_runtime_seconds,
-                run_id=run_id,
-                progress=None if dry_run else progress,
-                vacuum=vacuum,
-            )
-        out.print(rendering.report_table(report, "Retention cleanup" + (" (dry run)" if dry_run else "")))
-        plan = rendering.plan_table(report)
-        if plan is not None:
-            out.print(plan)
+            left = drained.work_left()
+        else:
+            if storage is None and not dry_run:
+                err.print("storage is not configured (SUPABASE_URL): objects stay queued in the outbox")
+            with rendering.progress_bar(err) as progress:
+                report = retention.cleanup(
+                    db,
+                    storage,
+                    dry_run=dry_run,
+                    batch_size=batch_size,
+                    max_jobs_per_second=max_jobs_per_second,
+                    max_objects_per_second=max_objects_per_second,
+                    max_jobs=max_jobs,
+                    max_runtime_seconds=max_runtime_seconds,
+                    run_id=run_id,
+                    progress=None if dry_run else progress,
+                    vacuum=vacuum,
+                )
+            out.print(rendering.report_table(report, "Retention cleanup" + (" (dry run)" if dry_run else "")))
+            plan_table = rendering.plan_table(report)
+            if plan_table is not None:
+                out.print(plan_table)
+            left = report.work_left()
     finally:
         if storage is not None:
             storage.close()
         db.dispose()
+    if left:
+        click.echo(f"work left: {redact_known(left)}", err=True)
+        sys.exit(1)
 
 
 @main.command()

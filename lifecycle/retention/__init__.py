@@ -13,13 +13,14 @@ from lifecycle.retention.cleanup import (
     purge,
     vacuum_jobs,
 )
-from lifecycle.retention.outbox import ObjectStore, drain_outbox
+from lifecycle.retention.outbox import ObjectStore, drain_outbox, plan_drain, require_service_role
 from lifecycle.retention.reconcile import reconcile_orphans
-from lifecycle.retention.report import CleanupPlan, CleanupReport, DrainReport, ReconcileReport
+from lifecycle.retention.report import CleanupPlan, CleanupReport, DrainPlan, DrainReport, ReconcileReport
 
 __all__ = [
     "CleanupPlan",
     "CleanupReport",
+    "DrainPlan",
     "DrainReport",
     "ObjectStore",
     "Progress",
@@ -27,8 +28,10 @@ __all__ = [
     "cleanup",
     "drain_outbox",
     "plan_cleanup",
+    "plan_drain",
     "prune_tombstones",
     "purge",
     "reconcile_orphans",
+    "require_service_role",
     "vacuum_jobs",
 ]

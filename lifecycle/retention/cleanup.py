@@ -24,9 +24,24 @@ from lifecycle.db import Database
 from lifecycle.db._translate import translate
 from lifecycle.redaction import redact_known
 from lifecycle.retention import queries
-from lifecycle.retention.limits import Deadline, TokenBucket
-from lifecycle.retention.outbox import CHUNK, ObjectStore, drain_outbox
-from lifecycle.retention.report import CleanupPlan, CleanupReport
+from lifecycle.retention.limits import (
+    MAX_BATCH_SIZE,
+    MAX_JOBS_PER_RUN,
+    Deadline,
+    TokenBucket,
+    check_count,
+    check_label,
+    check_now,
+    check_positive,
+)
+from lifecycle.retention.outbox import (
+    CHUNK,
+    ObjectStore,
+    drain_outbox,
+    outbox_state,
+    require_service_role,
+)
+from lifecycle.retention.report import EXPIRED_LEFT_CAP, CleanupPlan, CleanupReport
 
 #: ``progress(phase, done, total_or_None)``: phase is "jobs" (phase 1) or "objects" (phase 2).
 Progress = Callable[[str, int, int | None], None]
@@ -41,6 +56,8 @@ PRUNE_BATCH = 10_000
 VACUUM_MIN_JOBS = 10_000
 #: Dry runs list at most this many job ids.
 SAMPLE_SIZE = 20
+#: Why phase 1 may stop with expired jobs left: the limits a caller set, or timeouts at the floor.
+_STOPPED_BY_A_LIMIT = ("max_jobs", "max_runtime_seconds", "query_timeout")
 
 _log = logs.get_logger("lifecycle.retention")
 
@@ -219,18 +236,40 @@ def cleanup(
     """Delete expired jobs (phase 1), then remove their objects (phase 2); see the module docstring.
 
     ``None`` limits mean the configured default. ``storage=None`` runs phase 1 only and leaves the
-    outbox for a later ``drain_outbox``. ``vacuum=None`` runs ``VACUUM (ANALYZE) jobs`` after a run
-    that deleted at least ``VACUUM_MIN_JOBS`` rows, so index probes for expired rows stay fast.
+    outbox for a later ``drain_outbox``; a ``storage`` whose key is not the service role's is refused
+    (``errors.ServiceRoleRequired``) before anything is deleted. Every argument is checked first
+    (``errors.InvalidInput``, nothing written). ``vacuum=None`` runs ``VACUUM (ANALYZE) jobs`` after a
+    run that deleted at least ``VACUUM_MIN_JOBS`` rows, so index probes for expired rows stay fast.
+    The report's ``work_left()`` is one line saying what the run left undone, or ``None``.
     """
     s = db.settings
     started = time.perf_counter()
-    batch_size = batch_size or s.cleanup_batch_size
-    max_jobs_per_second = max_jobs_per_second or s.cleanup_max_jobs_per_second
-    max_objects_per_second = max_objects_per_second or s.cleanup_max_objects_per_second
-    max_jobs = max_jobs or s.cleanup_max_jobs
-    max_runtime_seconds = max_runtime_seconds or s.cleanup_max_runtime_seconds
-    if batch_size < 1 or (max_jobs is not None and max_jobs < 1):
-        raise errors.InvalidInput("batch size and max jobs must be positive", field="batch_size")
+    check_count(batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
+    check_count(max_jobs, "max_jobs", low=1, high=MAX_JOBS_PER_RUN)
+    check_positive(max_jobs_per_second, "max_jobs_per_second")
+    check_positive(max_objects_per_second, "max_objects_per_second")
+    check_positive(max_runtime_seconds, "max_runtime_seconds")
+    check_now(now)
+    check_label(run_id, "run_id")
+    batch_size = s.cleanup_batch_size if batch_size is None else batch_size
+    max_jobs_per_second = (
+        s.cleanup_max_jobs_per_second if max_jobs_per_second is None else max_jobs_per_second
+    )
+    max_objects_per_second = (
+        s.cleanup_max_objects_per_second if max_objects_per_second is None else max_objects_per_second
+    )
+    max_jobs = s.cleanup_max_jobs if max_jobs is None else max_jobs
+    max_runtime_seconds = (
+        s.cleanup_max_runtime_seconds if max_runtime_seconds is None else max_runtime_seconds
+    )
+    # The settings' own values too (an environment may say "inf").
+    check_count(batch_size, "CLEANUP_BATCH_SIZE", low=1, high=MAX_BATCH_SIZE)
+    check_positive(max_jobs_per_second, "CLEANUP_MAX_JOBS_PER_SECOND")
+    check_positive(max_objects_per_second, "CLEANUP_MAX_OBJECTS_PER_SECOND")
+    check_positive(max_runtime_seconds, "CLEANUP_MAX_RUNTIME_SECONDS")
+    if storage is not None and not dry_run:
+        # Before phase 1: a run that cannot confirm its removals must not start deleting rows.
+        require_service_role(storage)
     report = CleanupReport(dry_run=dry_run, run_id=run_id, final_batch_size=batch_size)
 
     if dry_run:
@@ -309,21 +348,27 @@ def cleanup(
             if result.locked < limit:
                 break  # the backlog is done (what is left, if anything, is locked by another run)
 
+        if report.stopped_by in _STOPPED_BY_A_LIMIT:
+            report.expired_jobs_left = int(
+                _scalar(db, queries.COUNT_ELIGIBLE, {"now": now, "cap": EXPIRED_LEFT_CAP})
+            )
         report.tombstones_pruned = prune_tombstones(db, now=now)
-        if storage is not None and not deadline.passed():
+        remaining = deadline.remaining()
+        if storage is not None and (remaining is None or remaining > 0):
             drain = drain_outbox(
                 db,
                 storage,
                 max_objects_per_second=max_objects_per_second,
-                max_runtime_seconds=deadline.remaining(),
+                max_runtime_seconds=remaining,
                 now=now,
+                run_id=run_id,
                 progress=progress,
             )
             report.add_drain(drain)
         else:
             if storage is not None and report.stopped_by is None:
                 report.stopped_by = "max_runtime_seconds"
-            report.outbox_pending = int(_scalar(db, queries.OUTBOX_PENDING, {}))
+            _outbox_left(db, report, now=now)
         if vacuum or (vacuum is None and report.jobs_deleted >= VACUUM_MIN_JOBS):
             report.vacuumed = vacuum_jobs(db)
         report.duration_seconds = time.perf_counter() - started
@@ -334,8 +379,19 @@ def cleanup(
             objects_removed=report.objects_removed,
             objects_failed=report.objects_failed,
             stopped_by=report.stopped_by,
+            work_left=report.work_left(),
         )
     return report
+
+
+def _outbox_left(
+    db: Database, report: CleanupReport, *, now: datetime | None, job_ids: Sequence[UUID] | None = None
+) -> None:
+    """Fill the report's outbox fields when no drain ran (its own report would have)."""
+    state = outbox_state(db, now=now, job_ids=job_ids)
+    report.outbox_pending = int(state.keys)
+    report.outbox_claimed = int(state.claimed)
+    report.outbox_failed = int(state.failed)
 
 
 @metrics.timed("retention", "purge")
@@ -352,11 +408,17 @@ def purge(
 
     A job that is ``processing`` is refused (``InvalidTransition``) unless ``force``; an unknown id
     is ``JobNotFound`` unless a tombstone shows it was already deleted (purge is idempotent). All or
-    nothing: a refusal deletes none of the jobs.
+    nothing: a refusal deletes none of the jobs. ``reason`` and ``run_id`` are at most
+    ``MAX_LABEL_LENGTH`` characters, and ``storage`` must be the service role's: checked before
+    anything is written. The report's outbox fields (and ``work_left()``) cover these jobs' keys.
     """
     from lifecycle.db._common import as_uuid
 
+    check_label(reason, "reason", required=True)
+    check_label(run_id, "run_id")
     ids = sorted({as_uuid(j, "job_id") for j in job_ids})
+    if storage is not None:
+        require_service_role(storage)
     started = time.perf_counter()
     report = CleanupReport(run_id=run_id, final_batch_size=len(ids))
     if not ids:
@@ -397,6 +459,6 @@ def purge(
         drain = drain_outbox(db, storage, job_ids=ids, run_id=run_id)
         report.add_drain(drain)
     else:
-        report.outbox_pending = int(_scalar(db, queries.OUTBOX_PENDING, {}))
+        _outbox_left(db, report, now=None, job_ids=ids)
     report.duration_seconds = time.perf_counter() - started
     return report

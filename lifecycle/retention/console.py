@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lifecycle.retention.report import CleanupReport, DrainReport, ReconcileReport
+from lifecycle.retention.report import CleanupReport, DrainPlan, DrainReport, ReconcileReport
 
 _LABELS = {"jobs": "deleting expired jobs", "objects": "removing objects"}
 
@@ -72,4 +72,14 @@ def plan_table(report: CleanupReport) -> Table | None:
         table.add_row(name, _value(value))
     for job_id in plan.sample_job_ids:
         table.add_row("sample job id", str(job_id))
+    return table
+
+
+def drain_plan_table(plan: DrainPlan) -> Table:
+    """A drain's dry run: what is queued and what a drain would do now."""
+    table = Table(title="Dry run: what a drain would do", caption=plan.would_do)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for name, value in plan.rows():
+        table.add_row(name, _value(value))
     return table

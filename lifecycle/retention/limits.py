@@ -1,10 +1,14 @@
-"""Rate limits for cleanup: a token bucket per resource (jobs/s, objects/s) and a deadline."""
+"""Rate limits for cleanup: a token bucket per resource (jobs/s, objects/s) and a deadline; and the
+checks of every limit a caller passes."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
+
+from lifecycle import errors
 
 
 class Deadline:
@@ -75,3 +79,52 @@ class TokenBucket:
         """Return ``n`` units that were taken but not used."""
         if self.rate is not None and self.capacity is not None and n > 0:
             self._tokens = min(self.capacity, self._tokens + n)
+
+
+# -- argument checks ---------------------------------------------------------------------------------
+# Every entry point (cleanup, drain_outbox, purge) checks its arguments before it writes anything:
+# a bad value is ``errors.InvalidInput`` naming the field, never a crash halfway through a run.
+
+#: The most jobs per transaction (``CLEANUP_BATCH_SIZE`` has the same bound).
+MAX_BATCH_SIZE = 10_000
+#: The most jobs one run may be asked to delete (a bound the database's LIMIT can take).
+MAX_JOBS_PER_RUN = 10**12
+#: The longest text recorded on tombstones and outbox rows (purge reason, run id).
+MAX_LABEL_LENGTH = 200
+
+
+def check_count(value: object, field: str, *, low: int, high: int) -> None:
+    """``value`` is ``None`` or an integer in ``low..high``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise errors.InvalidInput(f"{field} must be an integer from {low} to {high}", field=field)
+
+
+def check_positive(value: object, field: str) -> None:
+    """``value`` is ``None`` or a finite number above zero (a rate, a duration)."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise errors.InvalidInput(f"{field} must be a finite number above zero", field=field)
+
+
+def check_now(value: object) -> None:
+    """``value`` is ``None`` (the database clock) or a timezone-aware ``datetime``."""
+    if value is None:
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise errors.InvalidInput("now must be a timezone-aware datetime", field="now")
+
+
+def check_label(value: object, field: str, *, required: bool = False) -> None:
+    """``value`` is text of at most ``MAX_LABEL_LENGTH`` characters (``None`` unless ``required``)."""
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or len(value) > MAX_LABEL_LENGTH or (required and not value):
+        raise errors.InvalidInput(f"{field} must be text of 1 to {MAX_LABEL_LENGTH} characters", field=field)

@@ -1,42 +1,59 @@
 """Phase 2: drain the ``storage_deletions`` outbox.
 
-Due rows are claimed in chunks (a lease on ``next_attempt_at``, no lock held over HTTP), removed
-through the storage repository (at most 1000 keys per bucket and call), and an outbox row is
-deleted only when its key is confirmed gone (removed now, or already absent). A failure keeps the
-row with ``attempts + 1``, a redacted ``last_error`` and an exponential, capped backoff.
+A drain first takes its identity: a random token and the session-level advisory lock
+``pg_advisory_lock(CLAIM_LOCK_CLASS, token)``, held on a connection of its own for the drain's whole
+life. It claims rows by writing its token on them (``claimed_by``); a claim is alive only while that
+lock is held (``lifecycle_claim_alive``), so the claims of a drain that was killed, or that lost its
+lock session, die with it and the next drain takes them over at once. No lock is held over HTTP.
+
+Claimed keys are removed through the storage repository (at most 1000 keys per bucket and call,
+service role only), and an outbox row is deleted only when its key is confirmed gone: removed now,
+or confirmed absent by the service role's existence check. A failure keeps the row with
+``attempts + 1``, a redacted ``last_error`` and an exponential, capped backoff. Results are recorded
+only on rows the drain still claims, and recording gives the claim back.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
+
+import sqlalchemy as sa
+import sqlalchemy.exc
 
 from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
+from lifecycle.db._translate import translate
+from lifecycle.db.tables import CLAIM_LOCK_CLASS
 from lifecycle.redaction import redact_known
 from lifecycle.retention import queries
-from lifecycle.retention.limits import Deadline, TokenBucket
-from lifecycle.retention.report import DrainReport
+from lifecycle.retention.limits import Deadline, TokenBucket, check_label, check_now, check_positive
+from lifecycle.retention.report import DrainPlan, DrainReport
 
 if TYPE_CHECKING:
     from lifecycle.storage import ObjectKind, RemoveResult, StoredObject
 
+T = TypeVar("T")
+
 #: Keys per claim (and per remove call): the Storage API's bulk limit.
 CHUNK = 1000
-#: How long a claimed row is hidden from other drains (covers one remove call with its retries).
-CLAIM_LEASE_SECONDS = 300
 #: First retry delay after a failure; doubles per attempt up to ``outbox_max_attempts_backoff_seconds``.
 BACKOFF_BASE_SECONDS = 10
 #: Whole remove calls failing in a row (storage down) before the drain stops trying this run.
 MAX_CONSECUTIVE_CALL_FAILURES = 3
+#: Lost database connections a drain survives (each retried after a short pause) before it gives up.
+MAX_CONNECTION_RETRIES = 3
 #: Objects logged one by one per drain; past this, chunks are summarised.
 LOG_EACH_OBJECT_LIMIT = 100
 #: Redacted error texts kept in a report.
 MAX_ERRORS_REPORTED = 5
+#: Claim tokens are the advisory lock's second key, an int4 above zero.
+MAX_TOKEN = 2**31 - 1
 
 _log = logs.get_logger("lifecycle.retention")
 
@@ -44,9 +61,19 @@ _log = logs.get_logger("lifecycle.retention")
 class ObjectStore(Protocol):
     """What retention needs from ``lifecycle.storage.StorageRepo``."""
 
+    @property
+    def is_service_role(self) -> bool: ...
+
     def remove(self, keys: Iterable[str]) -> RemoveResult: ...
 
     def iter_keys(self, kind: ObjectKind | str, *, page_size: int = ...) -> Iterator[StoredObject]: ...
+
+
+def require_service_role(storage: ObjectStore) -> None:
+    """Refuse (``errors.ServiceRoleRequired``) a store whose key cannot see every object: its removes
+    delete nothing and its existence checks find nothing, so "not found" would read as "gone"."""
+    if not storage.is_service_role:
+        raise errors.ServiceRoleRequired()
 
 
 def _by_bucket(rows: Sequence[tuple[int, str]]) -> list[list[tuple[int, str]]]:
@@ -67,52 +94,218 @@ class _Claimed:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _record(db: Database, *, now: datetime | None, rows: dict[int, _Claimed], release: bool = False) -> None:
-    """Finish rows in one short transaction: drop the rows whose keys are all confirmed gone; a
-    chunk row that is partly done keeps only its other keys; rows with a failure back off; rows
-    not (fully) tried are due again now when ``release``."""
-    if not rows:
-        return
-    done: list[int] = []
-    failed: list[tuple[int, str]] = []
-    untried: list[int] = []
-    keep: list[tuple[int, list[str]]] = []
-    for row_id, row in rows.items():
-        rest = [k for k in row.keys if k not in row.done]
-        if not rest:
-            done.append(row_id)
-            continue
-        if row.done:
-            keep.append((row_id, rest))
-        if row.failed:
-            failed.append((row_id, next(iter(row.failed.values()))))
-        elif release:
-            untried.append(row_id)
-    with db.transaction() as tx:
-        conn = tx.connection
-        if done:
-            conn.execute(queries.OUTBOX_DONE, {"ids": done})
-        for row_id, rest in keep:
-            conn.execute(queries.OUTBOX_KEEP_KEYS, {"id": row_id, "keys": rest})
-        if failed:
-            conn.execute(
-                queries.OUTBOX_FAILED,
-                {
-                    "ids": [row_id for row_id, _ in failed],
-                    "errs": [err for _, err in failed],
-                    "now": now,
-                    "cap": db.settings.outbox_max_attempts_backoff_seconds,
-                    "base": BACKOFF_BASE_SECONDS,
-                },
-            )
-        if untried:
-            conn.execute(queries.RELEASE_CLAIM, {"ids": untried, "now": now})
+class ClaimLock:
+    """A drain's identity: the advisory lock ``(CLAIM_LOCK_CLASS, token)`` held by a session of its own.
+
+    ``acquire`` picks a random token no live session holds and no row carries; ``check`` raises
+    ``errors.DatabaseUnavailable`` once the session is gone (its claims are dead from then on);
+    ``release`` unlocks and closes the session, whatever state it is in.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: sa.Connection | None = None
+        self.token: int | None = None
+
+    def acquire(self) -> int:
+        """Take a fresh token and its lock (a new session); the previous one, if any, is released."""
+        self.release()
+        try:
+            conn = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate(exc) from exc
+        try:
+            while True:
+                token = secrets.randbelow(MAX_TOKEN) + 1
+                params = {"cls": CLAIM_LOCK_CLASS, "token": token}
+                if not conn.execute(queries.TRY_CLAIM_LOCK, params).scalar_one():
+                    continue  # a live drain holds it
+                if conn.execute(queries.TOKEN_IN_USE, params).scalar_one():
+                    conn.execute(queries.CLAIM_LOCK_UNLOCK, params)
+                    continue
+                self._conn, self.token = conn, token
+                return token
+        except sqlalchemy.exc.DBAPIError as exc:
+            _close(conn, invalidate=True)
+            raise translate(exc) from exc
+        except BaseException:
+            _close(conn, invalidate=True)
+            raise
+
+    def check(self) -> None:
+        """Raise ``errors.DatabaseUnavailable`` if the lock's session is gone (or was never taken)."""
+        if self._conn is None:
+            raise errors.DatabaseUnavailable("the drain holds no claim lock")
+        try:
+            self._conn.execute(queries.PING)
+        except sqlalchemy.exc.DBAPIError as exc:
+            # The session, and so the lock, is gone: drop the connection (``token`` stays, to say
+            # which claims died) and let the caller take a new lock.
+            _close(self._conn, invalidate=True)
+            self._conn = None
+            raise translate(exc) from exc
+
+    def release(self) -> None:
+        """Unlock and close the session (a session that is already gone has released it)."""
+        conn, token = self._conn, self.token
+        self._conn = self.token = None
+        if conn is None:
+            return
+        try:
+            conn.execute(queries.CLAIM_LOCK_UNLOCK, {"cls": CLAIM_LOCK_CLASS, "token": token})
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Gone with its session already; never hand a connection that may hold it back to the pool.
+            _close(conn, invalidate=True)
+            return
+        _close(conn, invalidate=False)
+
+
+def _close(conn: sa.Connection, *, invalidate: bool) -> None:
+    try:
+        if invalidate:
+            conn.invalidate()
+        conn.close()
+    except sqlalchemy.exc.SQLAlchemyError:
+        pass
+
+
+class _Drain:
+    """One drain run: its lock, its retries, and what it found out about each key."""
+
+    def __init__(self, db: Database, *, run_id: str | None) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.lock = ClaimLock(db)
+        self.connection_losses = 0
+        #: Keys confirmed gone, and keys that failed (a key retried later counts once).
+        self.gone: set[str] = set()
+        self.failed: set[str] = set()
+
+    @property
+    def token(self) -> int:
+        if self.lock.token is None:
+            raise errors.DatabaseUnavailable("the drain holds no claim lock")
+        return self.lock.token
+
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, retried after a lost database connection, up to ``MAX_CONNECTION_RETRIES``."""
+        while True:
+            try:
+                return call()
+            except errors.DatabaseUnavailable:
+                self.lost(what)
+
+    def lost(self, what: str) -> None:
+        """Count a lost connection: pause, or give up (raise) once the retries are used."""
+        self.connection_losses += 1
+        if self.connection_losses > MAX_CONNECTION_RETRIES:
+            raise errors.DatabaseUnavailable(
+                f"database connection lost {self.connection_losses} times during the outbox drain "
+                "(while it was " + what + "); its claims died with its session: the next run takes them"
+            ) from None
+        _log.warning(
+            "database connection lost during the drain; retrying", during=what, attempt=self.connection_losses
+        )
+        time.sleep(0.2 * self.connection_losses)
+
+    def ensure_lock(self) -> None:
+        """Make sure this drain holds its lock; a lost session means a new token (the old claims are
+        dead, and free for anyone, this drain included)."""
+        try:
+            self.lock.check()
+            return
+        except errors.DatabaseUnavailable:
+            if self.lock.token is not None:
+                _log.warning("the drain's claim lock session was lost; its claims are free; taking a new one")
+                self.lost("holding its claim lock")
+        self.retrying("taking its claim lock", self.lock.acquire)
+
+    def claim(
+        self, *, now: datetime | None, limit: int, job_ids: Sequence[UUID] | None
+    ) -> dict[int, _Claimed]:
+        def run() -> dict[int, _Claimed]:
+            with self.db.transaction(run_id=self.run_id) as tx:
+                rows = tx.connection.execute(
+                    queries.CLAIM_OUTBOX,
+                    {
+                        "now": now,
+                        "token": self.token,
+                        "limit": limit,
+                        "chunk": CHUNK,
+                        "job_ids": list(job_ids) if job_ids is not None else None,
+                    },
+                )
+                return {int(r.id): _Claimed(list(r.keys)) for r in rows}
+
+        return self.retrying("claiming outbox rows", run)
+
+    def record(self, *, now: datetime | None, rows: dict[int, _Claimed]) -> None:
+        """Finish rows in one short transaction: drop the rows whose keys are all confirmed gone; a
+        chunk row that is partly done keeps only its other keys; rows with a failure back off; rows
+        not (fully) tried are given back, due again now. Only rows this drain still claims change,
+        and every one of them ends unclaimed."""
+        if not rows:
+            return
+        done: list[int] = []
+        failed: list[tuple[int, str]] = []
+        untried: list[int] = []
+        keep: list[tuple[int, list[str]]] = []
+        for row_id, row in rows.items():
+            rest = [k for k in row.keys if k not in row.done]
+            if not rest:
+                done.append(row_id)
+                continue
+            if row.done:
+                keep.append((row_id, rest))
+            if row.failed:
+                failed.append((row_id, next(iter(row.failed.values()))))
+            else:
+                untried.append(row_id)
+        token = self.token
+
+        def run() -> None:
+            with self.db.transaction(run_id=self.run_id) as tx:
+                conn = tx.connection
+                if done:
+                    conn.execute(queries.OUTBOX_DONE, {"ids": done, "token": token})
+                for row_id, rest in keep:
+                    conn.execute(queries.OUTBOX_KEEP_KEYS, {"id": row_id, "keys": rest, "token": token})
+                if failed:
+                    conn.execute(
+                        queries.OUTBOX_FAILED,
+                        {
+                            "ids": [row_id for row_id, _ in failed],
+                            "errs": [err for _, err in failed],
+                            "now": now,
+                            "cap": self.db.settings.outbox_max_attempts_backoff_seconds,
+                            "base": BACKOFF_BASE_SECONDS,
+                            "token": token,
+                        },
+                    )
+                if untried:
+                    conn.execute(queries.RELEASE_CLAIM, {"ids": untried, "token": token})
+
+        self.retrying("recording results", run)
+
+    def release_all(self) -> None:
+        """Give back every row this drain still claims (best effort: if the database is gone, the
+        claims die with the lock's session anyway)."""
+        token = self.lock.token
+        if token is None:
+            return
+        try:
+            with self.db.transaction(run_id=self.run_id) as tx:
+                tx.connection.execute(queries.RELEASE_CLAIM, {"ids": None, "token": token})
+        except errors.LifecycleError:
+            pass
 
 
 def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], dict[str, str]]:
     """``(removed, absent, failed -> redacted reason)``; a whole-call error fails every key."""
     try:
         result = storage.remove(keys)
+    except errors.ConfigurationError:
+        raise  # the store cannot remove anything at all (ServiceRoleRequired): not a per-key failure
     except errors.InvalidInput:
         # A malformed key (written by hand?) poisons the whole call: split it out, key by key.
         if len(keys) == 1:
@@ -136,6 +329,43 @@ def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], 
     )
 
 
+def outbox_state(db: Database, *, now: datetime | None, job_ids: Sequence[UUID] | None = None) -> Any:
+    """The ``OUTBOX_STATE`` row: keys queued, due, claimed by live and dead drains, failed (read only)."""
+    with db.transaction() as tx:
+        tx.connection.execute(sa.text("SET TRANSACTION READ ONLY"))
+        return tx.connection.execute(
+            queries.OUTBOX_STATE,
+            {"now": now, "job_ids": list(job_ids) if job_ids is not None else None},
+        ).one()
+
+
+def plan_drain(
+    db: Database, *, now: datetime | None = None, job_ids: Sequence[UUID] | None = None
+) -> DrainPlan:
+    """A drain's dry run: what is queued, what a drain could take now, what a live drain holds, what
+    failed before. Read only (the database refuses any write here)."""
+    check_now(now)
+    row = outbox_state(db, now=now, job_ids=job_ids)
+    plan = DrainPlan(
+        queued=int(row.keys),
+        due=int(row.due),
+        claimed_by_live_run=int(row.claimed),
+        claimed_by_dead_run=int(row.dead_claims),
+        failed_before=int(row.failed),
+        max_attempts=int(row.max_attempts),
+        oldest_queued_at=row.oldest,
+        oldest_age_seconds=None if row.oldest is None else max(0.0, (row.at - row.oldest).total_seconds()),
+        next_due_at=row.next_due,
+    )
+    plan.would_do = (
+        f"remove up to {plan.due} queued object(s) now ({plan.claimed_by_dead_run} of them claimed by a "
+        f"run that died); {plan.claimed_by_live_run} are being removed by a live run; "
+        f"{plan.queued - plan.due - plan.claimed_by_live_run} wait for their retry time; "
+        f"{plan.failed_before} failed before (at most {plan.max_attempts} attempt(s))"
+    )
+    return plan
+
+
 @metrics.timed("retention", "drain_outbox")
 def drain_outbox(
     db: Database,
@@ -148,14 +378,23 @@ def drain_outbox(
     progress: Callable[[str, int, int | None], None] | None = None,
     job_ids: Sequence[UUID] | None = None,
 ) -> DrainReport:
-    """Remove the objects queued in ``storage_deletions`` that are due (``now``: default the DB clock).
+    """Remove the objects queued in ``storage_deletions`` that are due (``now``: default the DB clock),
+    and those whose claim died with an earlier run.
 
     ``job_ids`` restricts the drain to those jobs' keys (purge). Stops early on the runtime limit or
-    when the storage server fails every call ``MAX_CONSECUTIVE_CALL_FAILURES`` times in a row.
+    when the storage server fails every call ``MAX_CONSECUTIVE_CALL_FAILURES`` times in a row. The
+    report's ``pending*`` fields say what is left in the outbox (``work_left()``: one line, or
+    ``None`` when nothing is). Needs the service role (``errors.ServiceRoleRequired`` otherwise).
     """
-    started = time.perf_counter()
+    check_positive(max_objects_per_second, "max_objects_per_second")
+    check_positive(max_runtime_seconds, "max_runtime_seconds")
+    check_now(now)
+    check_label(run_id, "run_id")
+    require_service_role(storage)
     s = db.settings
     rate = max_objects_per_second or s.cleanup_max_objects_per_second
+    check_positive(rate, "CLEANUP_MAX_OBJECTS_PER_SECOND")
+    started = time.perf_counter()
     bucket = TokenBucket(rate)
     deadline = Deadline(max_runtime_seconds)
     report = DrainReport()
@@ -163,90 +402,103 @@ def drain_outbox(
     call_failures = 0
     done_count = 0
     total: int | None = None
-    if progress is not None:
-        with db.transaction() as tx:
-            total = int(tx.connection.execute(queries.OUTBOX_PENDING).scalar_one())
-        progress("objects", 0, total)
+    drain = _Drain(db, run_id=run_id)
     logged = 0
-    with logs.bound(run_id=run_id):
-        while report.stopped_by is None:
-            if deadline.passed():
-                report.stopped_by = "max_runtime_seconds"
-                break
-            if not bucket.take(claim_size, deadline):
-                report.stopped_by = "max_runtime_seconds"
-                break
-            with db.transaction(run_id=run_id) as tx:
-                claimed = {
-                    int(r.id): _Claimed(list(r.keys))
-                    for r in tx.connection.execute(
-                        queries.CLAIM_OUTBOX,
-                        {
-                            "now": now,
-                            "lease": CLAIM_LEASE_SECONDS,
-                            "limit": claim_size,
-                            "chunk": CHUNK,
-                            "job_ids": list(job_ids) if job_ids is not None else None,
-                        },
-                    )
-                }
-            if not claimed:
-                bucket.give_back(claim_size)
-                break
-            n_keys = sum(len(row.keys) for row in claimed.values())
-            if n_keys < claim_size:
-                bucket.give_back(claim_size - n_keys)
-            elif n_keys > claim_size:
-                # A chunk row larger than the rate allows per second: pay the difference (sleeps).
-                bucket.take(n_keys - claim_size)
-            chunks = _by_bucket([(row_id, key) for row_id, row in claimed.items() for key in row.keys])
-            left = {row_id: len(row.keys) for row_id, row in claimed.items()}
-            for chunk in chunks:
-                keys = [key for _, key in chunk]
-                removed, absent, failed = _remove(storage, keys)
-                report.requests += 1
-                n_done = n_bad = 0
-                for row_id, key in chunk:
-                    row = claimed[row_id]
-                    if key in removed or key in absent:
-                        row.done.add(key)
-                        n_done += 1
+    try:
+        with logs.bound(run_id=run_id):
+            if progress is not None:
+                state = drain.retrying("counting", lambda: outbox_state(db, now=now, job_ids=job_ids))
+                total = int(state.keys)
+                progress("objects", 0, total)
+            drain.ensure_lock()
+            while report.stopped_by is None:
+                if deadline.passed():
+                    report.stopped_by = "max_runtime_seconds"
+                    break
+                if not bucket.take(claim_size, deadline):
+                    report.stopped_by = "max_runtime_seconds"
+                    break
+                drain.ensure_lock()
+                claimed = drain.claim(now=now, limit=claim_size, job_ids=job_ids)
+                if not claimed:
+                    bucket.give_back(claim_size)
+                    try:
+                        drain.lock.check()  # nothing claimable, or the lock was lost just now?
+                    except errors.DatabaseUnavailable:
+                        continue
+                    break
+                n_keys = sum(len(row.keys) for row in claimed.values())
+                if n_keys < claim_size:
+                    bucket.give_back(claim_size - n_keys)
+                elif n_keys > claim_size:
+                    # A chunk row larger than the rate allows per second: pay the difference (sleeps).
+                    bucket.take(n_keys - claim_size)
+                chunks = _by_bucket([(row_id, key) for row_id, row in claimed.items() for key in row.keys])
+                left = {row_id: len(row.keys) for row_id, row in claimed.items()}
+                for chunk in chunks:
+                    try:
+                        # Remove only under a live claim: if the lock's session is gone, another
+                        # drain may have taken these rows over already.
+                        drain.lock.check()
+                    except errors.DatabaseUnavailable:
+                        break  # the rest of this claim is dead: the next claim (a new lock) retakes it
+                    keys = [key for _, key in chunk]
+                    removed, absent, failed = _remove(storage, keys)
+                    report.requests += 1
+                    n_done = n_bad = 0
+                    for row_id, key in chunk:
+                        row = claimed[row_id]
+                        if key in removed or key in absent:
+                            row.done.add(key)
+                            drain.gone.add(key)
+                            n_done += 1
+                        else:
+                            err = failed.get(key, "no answer for this key")
+                            row.failed[key] = err
+                            drain.failed.add(key)
+                            n_bad += 1
+                            if err not in report.errors and len(report.errors) < MAX_ERRORS_REPORTED:
+                                report.errors.append(err)
+                        left[row_id] -= 1
+                    # Rows whose every key has an answer are recorded now (a crash later redoes less).
+                    finished = {r: claimed[r] for r in {r for r, _ in chunk} if left[r] == 0}
+                    drain.record(now=now, rows=finished)
+                    report.objects_removed += len(removed)
+                    report.objects_absent += len(absent)
+                    metrics.count_deleted("objects", len(removed))
+                    if n_bad and not n_done:
+                        call_failures += 1
+                        _log.warning(
+                            "object removal failed", keys=n_bad, error=next(iter(failed.values()), "?")
+                        )
+                        if call_failures >= MAX_CONSECUTIVE_CALL_FAILURES:
+                            report.stopped_by = "storage_unavailable"
+                            # Rows claimed but not (fully) tried: given back, due again now.
+                            rest = {r: claimed[r] for r, n in left.items() if n > 0}
+                            drain.record(now=now, rows=rest)
+                            break
                     else:
-                        err = failed.get(key, "no answer for this key")
-                        row.failed[key] = err
-                        n_bad += 1
-                        if err not in report.errors and len(report.errors) < MAX_ERRORS_REPORTED:
-                            report.errors.append(err)
-                    left[row_id] -= 1
-                # Rows whose every key has an answer are recorded now (a crash later redoes less).
-                finished = {row_id: claimed[row_id] for row_id in {r for r, _ in chunk} if left[row_id] == 0}
-                _record(db, now=now, rows=finished)
-                report.objects_removed += len(removed)
-                report.objects_absent += len(absent)
-                report.objects_failed += n_bad
-                metrics.count_deleted("objects", len(removed))
-                if n_bad and not n_done:
-                    call_failures += 1
-                    _log.warning("object removal failed", keys=n_bad, error=next(iter(failed.values()), "?"))
-                    if call_failures >= MAX_CONSECUTIVE_CALL_FAILURES:
-                        report.stopped_by = "storage_unavailable"
-                        # Rows claimed but not (fully) tried: due again now, not after the lease.
-                        rest = {r: claimed[r] for r, n in left.items() if n > 0}
-                        if rest:
-                            _record(db, now=now, rows=rest, release=True)
-                        break
-                else:
-                    call_failures = 0
-                for key in keys:
-                    if logged >= LOG_EACH_OBJECT_LIMIT:
-                        break
-                    if key in removed:
-                        _log.info("object removed", key=key)
-                        logged += 1
-                done_count += n_done
-                if progress is not None:
-                    progress("objects", done_count, total)
-    with db.transaction() as tx:
-        report.pending = int(tx.connection.execute(queries.OUTBOX_PENDING).scalar_one())
+                        call_failures = 0
+                    for key in keys:
+                        if logged >= LOG_EACH_OBJECT_LIMIT:
+                            break
+                        if key in removed:
+                            _log.info("object removed", key=key)
+                            logged += 1
+                    done_count += n_done
+                    if progress is not None:
+                        progress("objects", done_count, total)
+            drain.release_all()
+            state = drain.retrying(
+                "counting what is left", lambda: outbox_state(db, now=now, job_ids=job_ids)
+            )
+    finally:
+        drain.release_all()
+        drain.lock.release()
+    report.objects_failed = len(drain.failed - drain.gone)
+    report.connection_losses = drain.connection_losses
+    report.pending = int(state.keys)
+    report.pending_claimed = int(state.claimed)
+    report.pending_failed = int(state.failed)
     report.duration_seconds = time.perf_counter() - started
     return report

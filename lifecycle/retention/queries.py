@@ -175,18 +175,45 @@ COUNT_PRUNABLE_TOMBSTONES = sa.text(
     """
 )
 
-#: Phase 2: claim due outbox rows. The claim pushes ``next_attempt_at`` forward by a lease instead
-#: of holding a lock over the HTTP call: a concurrent drain skips them, and if this process dies the
-#: rows become due again when the lease runs out. Rows are taken in order while the claim stays
-#: within ``:limit`` keys, a chunk row counting as ``:chunk`` (its upper bound: no detoasting to
-#: size it); the first row is always taken.
+#: Phase 2, the drain's identity: a session-level advisory lock on a connection of its own, held for
+#: the drain's whole life. Its token marks the rows it claims; the lock ends with the session, so a
+#: killed drain's claims are dead at once (``lifecycle_claim_alive``). ``:cls`` is
+#: ``lifecycle.db.tables.CLAIM_LOCK_CLASS``; both keys are int4, hence the casts.
+TRY_CLAIM_LOCK = sa.text("SELECT pg_try_advisory_lock(CAST(:cls AS integer), CAST(:token AS integer))")
+CLAIM_LOCK_UNLOCK = sa.text("SELECT pg_advisory_unlock(CAST(:cls AS integer), CAST(:token AS integer))")
+#: A token still marking rows (a dead drain's, not yet stolen) is not reused: a new owner would
+#: bring those claims back to life.
+TOKEN_IN_USE = sa.text("SELECT EXISTS (SELECT 1 FROM storage_deletions WHERE claimed_by = :token)")
+#: Is the session holding the lock still there? (one round trip on the lock's own connection).
+PING = sa.text("SELECT 1")
+
+#: Claimable: due and unclaimed, or claimed by a drain whose lock is gone (a killed run: its rows are
+#: taken over at once, whatever ``next_attempt_at`` says). A drain claims only once its earlier claims
+#: are recorded, so rows still carrying its own token are leftovers (a claim committed while the
+#: connection was lost) and are its to retake. The CASE decides the order of evaluation:
+#: ``lifecycle_claim_alive`` (a look at ``pg_locks``) runs only for rows claimed by another token.
+_CLAIMABLE = """
+    CASE WHEN claimed_by IS NULL
+         THEN next_attempt_at <= coalesce(CAST(:now AS timestamptz), now())
+         WHEN claimed_by = :token THEN true
+         ELSE NOT lifecycle_claim_alive(claimed_by) END
+"""
+
+#: Phase 2: claim outbox rows by writing this drain's token on them; no lock is held over the HTTP
+#: call. A concurrent drain skips rows locked by this statement (SKIP LOCKED) and, once it commits,
+#: rows whose claim is alive. The claim is made only while this drain's own lock is held (an
+#: InitPlan, evaluated once): a drain that lost its lock session claims nothing. Rows are taken in
+#: order while the claim stays within ``:limit`` keys, a chunk row counting as ``:chunk`` (its upper
+#: bound: no detoasting to size it); the first row is always taken. ``next_attempt_at`` is left
+#: alone: it is the backoff after a failure, nothing else.
 CLAIM_OUTBOX = sa.text(
-    """
+    f"""
     WITH cand AS (
         SELECT id, next_attempt_at, CASE WHEN object_keys IS NULL THEN 1 ELSE :chunk END AS n
         FROM storage_deletions
-        WHERE next_attempt_at <= coalesce(CAST(:now AS timestamptz), now())
+        WHERE {_CLAIMABLE}
           AND (CAST(:job_ids AS uuid[]) IS NULL OR job_id = ANY(CAST(:job_ids AS uuid[])))
+          AND (SELECT lifecycle_claim_alive(CAST(:token AS integer)))
         ORDER BY next_attempt_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -197,34 +224,73 @@ CLAIM_OUTBOX = sa.text(
         WHERE upto <= :limit OR upto = n
     )
     UPDATE storage_deletions d
-    SET next_attempt_at = coalesce(CAST(:now AS timestamptz), now()) + make_interval(secs => :lease)
+    SET claimed_by = :token
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, coalesce(d.object_keys, ARRAY[d.object_key]) AS keys
-    """
+    """  # noqa: S608
 )
 
-#: A chunk row whose keys were partly confirmed gone keeps only the others.
-OUTBOX_KEEP_KEYS = sa.text("UPDATE storage_deletions SET object_keys = :keys WHERE id = :id")
+# Recording a result touches a row only while this drain's claim is still on it: a row taken over
+# (its claim died with a lost lock session) or deleted by an attach meanwhile is left to its new owner.
 
-#: Give back claimed rows that were not tried (the drain stopped early).
+#: A chunk row whose keys were partly confirmed gone keeps only the others (still claimed: the same
+#: transaction records their failure or releases them next).
+OUTBOX_KEEP_KEYS = sa.text(
+    "UPDATE storage_deletions SET object_keys = :keys WHERE id = :id AND claimed_by = :token"
+)
+
+#: Give back claimed rows that were not (fully) tried: due again now, for any drain. ``:ids`` NULL:
+#: every row this drain still claims (the end of a run, whatever ended it).
 RELEASE_CLAIM = sa.text(
-    "UPDATE storage_deletions SET next_attempt_at = coalesce(CAST(:now AS timestamptz), now()) "
-    "WHERE id = ANY(:ids)"
+    "UPDATE storage_deletions SET claimed_by = NULL "
+    "WHERE claimed_by = :token AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))"
 )
 
-#: Keys confirmed gone (removed now, or already absent): their outbox rows are done.
-OUTBOX_DONE = sa.text("DELETE FROM storage_deletions WHERE id = ANY(:ids)")
+#: Keys confirmed gone (removed now, or confirmed absent by the service role): their rows are done.
+OUTBOX_DONE = sa.text("DELETE FROM storage_deletions WHERE id = ANY(:ids) AND claimed_by = :token")
 
-#: Keys that failed: count the attempt, keep a redacted reason, back off exponentially (capped).
+#: Keys that failed: count the attempt, keep a redacted reason, back off exponentially (capped), and
+#: give the claim back.
 OUTBOX_FAILED = sa.text(
     """
     UPDATE storage_deletions d
     SET attempts = d.attempts + 1,
         last_error = f.err,
+        claimed_by = NULL,
         next_attempt_at = coalesce(CAST(:now AS timestamptz), now())
             + make_interval(secs => least(:cap, :base * power(2, least(d.attempts, 30))))
     FROM unnest(CAST(:ids AS bigint[]), CAST(:errs AS text[])) AS f(id, err)
-    WHERE d.id = f.id
+    WHERE d.id = f.id AND d.claimed_by = :token
+    """
+)
+
+#: What is in the outbox and why (keys, a chunk row counting its keys), for the end of a drain and
+#: for a drain's dry run. Disjoint groups: ``claimed`` (by a live drain, being removed right now),
+#: ``failed`` (not claimed by a live drain; an earlier attempt failed), the rest waiting. ``due`` is
+#: what a drain could claim now (due and unclaimed, or claimed by a dead drain).
+OUTBOX_STATE = sa.text(
+    """
+    WITH r AS (
+        SELECT coalesce(cardinality(object_keys), 1) AS n, attempts, created_at, next_attempt_at,
+               claimed_by,
+               CASE WHEN claimed_by IS NULL THEN false ELSE lifecycle_claim_alive(claimed_by) END AS live
+        FROM storage_deletions
+        WHERE CAST(:job_ids AS uuid[]) IS NULL OR job_id = ANY(CAST(:job_ids AS uuid[]))
+    )
+    SELECT coalesce(sum(n), 0) AS keys,
+           coalesce(sum(n) FILTER (WHERE live), 0) AS claimed,
+           coalesce(sum(n) FILTER (WHERE claimed_by IS NOT NULL AND NOT live), 0) AS dead_claims,
+           coalesce(sum(n) FILTER (WHERE NOT live AND attempts > 0), 0) AS failed,
+           coalesce(sum(n) FILTER (
+               WHERE (claimed_by IS NULL AND next_attempt_at <= coalesce(CAST(:now AS timestamptz), now()))
+                  OR (claimed_by IS NOT NULL AND NOT live)), 0) AS due,
+           coalesce(max(attempts), 0) AS max_attempts,
+           min(created_at) AS oldest,
+           min(next_attempt_at) FILTER (
+               WHERE claimed_by IS NULL AND next_attempt_at > coalesce(CAST(:now AS timestamptz), now()))
+               AS next_due,
+           coalesce(CAST(:now AS timestamptz), now()) AS at
+    FROM r
     """
 )
 

@@ -16,7 +16,7 @@ from uuid import UUID
 from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
 from lifecycle.retention import queries
-from lifecycle.retention.outbox import ObjectStore
+from lifecycle.retention.outbox import ObjectStore, require_service_role
 from lifecycle.retention.report import ReconcileReport
 from lifecycle.settings import MAX_RECONCILE_GRACE_SECONDS
 
@@ -94,10 +94,14 @@ def reconcile_orphans(
 ) -> ReconcileReport:
     """List every object, report (and unless ``dry_run``, queue) orphans; report missing objects.
 
+    Needs the service role (``errors.ServiceRoleRequired`` otherwise, before any request): any other
+    key lists nothing, which would report every recorded object as missing and no orphan at all.
     Memory: the listed keys are kept in a set for the second direction (rows whose objects are
     missing), about 100 bytes per object.
     """
     from lifecycle.storage import ObjectKind
+
+    require_service_role(storage)
 
     # Checked before any listing: a grace beyond the bound overflowed ``clock - timedelta``.
     if (

@@ -90,3 +90,25 @@ def count(raw: Raw, query: str, params: Any = None) -> int:
 def existing(raw: Raw, ids: Sequence[UUID]) -> set[UUID]:
     """Which of ``ids`` still have a row."""
     return {r[0] for r in raw.execute("SELECT id FROM jobs WHERE id = ANY(%s)", [list(ids)]).fetchall()}
+
+
+def cli_env(database_url: str, storage_settings: Any, key: str | None = None) -> dict[str, str]:
+    """The environment of a ``lifecycle`` command on this test's database and bucket (``key``: the
+    API key to use instead of the service-role key)."""
+    secret = storage_settings.supabase_service_role_key
+    return {
+        "DATABASE_URL": database_url,
+        "SUPABASE_URL": storage_settings.supabase_url,
+        "SUPABASE_SERVICE_ROLE_KEY": key if key is not None else secret.get_secret_value(),
+        "SUPABASE_STORAGE_BUCKET": storage_settings.supabase_storage_bucket,
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def live_claims(raw: Raw) -> int:
+    """Outbox rows claimed by a drain whose lock session is alive."""
+    return count(
+        raw,
+        "SELECT count(*) FROM storage_deletions "
+        "WHERE claimed_by IS NOT NULL AND lifecycle_claim_alive(claimed_by)",
+    )
