@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint unit pytest bench e2e clean install
 
-# A fresh venv with the project (editable) and its dev tools; redone when pyproject changes.
+# A fresh venv with the project (editable) and its dev extra: the embedded stack (pgserver, the local
+# Storage server's web stack) and the tools. A deployment installs without it. Redone when pyproject
+# changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

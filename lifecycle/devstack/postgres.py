@@ -7,6 +7,7 @@ that started it exits.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -14,6 +15,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from lifecycle import errors
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,12 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         """Start (or join) the server; idempotent."""
         if self._server is None:
+            if importlib.util.find_spec("pgserver") is None:
+                raise errors.ConfigurationError(
+                    "DATABASE_URL is not set, and the embedded PostgreSQL needs the dev extra "
+                    "(pip install 'lifecycle[dev]')",
+                    variable="DATABASE_URL",
+                )
             self.pgdata.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():
                 # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
@@ -80,12 +89,13 @@ def default_home() -> Path:
     return Settings.load().lifecycle_home
 
 
-_embedded: EmbeddedPostgres | None = None
+#: One server per home in this process (the server stops when the last process holding it exits).
+_embedded: dict[Path, EmbeddedPostgres] = {}
 
 
 def embedded_database_url(home: Path, database: str = APP_DATABASE) -> str:
     """Start (or join) the embedded server under ``home`` and return the URL of ``database``."""
-    global _embedded
-    if _embedded is None:
-        _embedded = EmbeddedPostgres(home).start()
-    return _embedded.ensure_database(database)
+    key = home.resolve()
+    if key not in _embedded:
+        _embedded[key] = EmbeddedPostgres(home).start()
+    return _embedded[key].ensure_database(database)

@@ -1,0 +1,73 @@
+"""The ``lifecycle`` command at its boundary: an expected failure is one line and exit 2, never a
+traceback; out-of-range options are refused before anything runs (issue 10, items 12 and 13)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from lifecycle.cli import main
+from lifecycle_tests.conftest import PgServer
+from lifecycle_tests.integration.test_retention_support import count, insert_jobs
+
+Raw = psycopg.Connection[tuple[Any, ...]]
+
+
+def _invoke(args: list[str], env: dict[str, str]) -> Result:
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=True)
+
+
+def _one_line_error(result: Result) -> str:
+    """The single stderr line of an expected failure (asserts there is no traceback)."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def _unreachable_url() -> str:
+    """A URL nothing listens on (port 1 refuses at once)."""
+    return "postgresql://postgres@127.0.0.1:1/postgres"
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["migrate", "--check"]])
+def test_migrate_against_an_unreachable_database_is_one_line(args: list[str]) -> None:
+    """It printed a 128-line SQLAlchemy traceback; the other commands already said one line."""
+    line = _one_line_error(_invoke(args, {"DATABASE_URL": _unreachable_url()}))
+    assert line.startswith("error: ")
+    assert "could not be reached" in line
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["migrate", "--check"]])
+def test_migrate_against_a_misnamed_database_is_one_line_and_creates_nothing(
+    pg_server: PgServer, args: list[str]
+) -> None:
+    name = f"lifecycle_missing_{uuid.uuid4().hex[:12]}"
+    line = _one_line_error(_invoke(args, {"DATABASE_URL": pg_server.url(name)}))
+    assert line.startswith("error: ")
+    with psycopg.connect(pg_server.admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone() == (0,)
+
+
+def test_cleanup_refuses_a_batch_size_beyond_the_settings_bound(database_url: str, raw: Raw) -> None:
+    """CLEANUP_BATCH_SIZE stops at 10,000; the option accepted 10**12 and ran."""
+    insert_jobs(raw, 3, keys=False)
+    result = _invoke(["cleanup", "--batch-size", str(10**12)], {"DATABASE_URL": database_url})
+    assert result.exit_code == 2, result.output
+    assert "--batch-size" in result.stderr
+    assert count(raw, "SELECT count(*) FROM jobs") == 3
+    assert count(raw, "SELECT count(*) FROM job_deletions") == 0
+
+
+def test_reconcile_refuses_a_grace_beyond_a_year(database_url: str) -> None:
+    """``--grace-seconds 10**12`` overflowed ``now - timedelta`` (OverflowError traceback)."""
+    result = _invoke(["reconcile", "--grace-seconds", str(10**12)], {"DATABASE_URL": database_url})
+    assert result.exit_code == 2, result.output
+    assert "--grace-seconds" in result.stderr
+    assert "OverflowError" not in result.output
