@@ -1,7 +1,9 @@
 """The ``lifecycle`` command.
 
 Every command reads settings from the environment (and ``.env``); with no ``DATABASE_URL`` it uses
-the embedded PostgreSQL under ``.lifecycle/``. Errors print one redacted line and exit non-zero.
+the embedded PostgreSQL under ``.lifecycle/``, and with neither ``DATABASE_URL`` nor ``SUPABASE_URL``
+the local Storage server of the same home: the one ``lifecycle dev`` runs, or one started for the
+command's duration (both need the ``dev`` extra). Errors print one redacted line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -54,6 +56,43 @@ def open_database(settings: Any) -> Any:
     from lifecycle.db import Database
 
     return Database.from_url(database_url(settings), settings=settings)
+
+
+def storage_settings(settings: Any) -> Any | None:
+    """``settings`` with Storage: ``SUPABASE_URL``, else (embedded stack) the local Storage server.
+
+    The local server is used only with the embedded database (no ``DATABASE_URL`` either): an empty
+    local server paired with a real database would report that database's objects as absent.
+    ``None`` when ``DATABASE_URL`` is set and ``SUPABASE_URL`` is not. A server started for this
+    command stops when the command ends.
+    """
+    if settings.supabase_url is not None:
+        return settings
+    if settings.database_url is not None:
+        return None
+    from pydantic import SecretStr
+
+    from lifecycle.devstack.stack import local_storage
+    from lifecycle.redaction import register_secret
+
+    local = local_storage(settings.lifecycle_home)
+    register_secret(local.service_role_key)
+    if local.stop is not None:
+        click.get_current_context().call_on_close(local.stop)
+        click.echo(f"no `lifecycle dev` running: started the local Storage server at {local.url}", err=True)
+    return settings.model_copy(
+        update={"supabase_url": local.url, "supabase_service_role_key": SecretStr(local.service_role_key)}
+    )
+
+
+def require_storage(settings: Any) -> Any:
+    """A ``StorageRepo`` (``storage_settings``), or one line: SUPABASE_URL is not set."""
+    from lifecycle.storage import StorageRepo
+
+    configured = storage_settings(settings)
+    if configured is None:
+        raise errors.ConfigurationError("SUPABASE_URL is not set", variable="SUPABASE_URL")
+    return StorageRepo.from_settings(configured)
 
 
 @click.group()
@@ -122,13 +161,13 @@ def seed(n_jobs: int, expired_fraction: float, random_seed: int | None, objects:
     storage = None
     try:
         if objects:
-            from lifecycle.storage import StorageRepo
-
-            storage = StorageRepo.from_settings(settings)
+            storage = require_storage(settings)
         summary = seeding.seed(
             db, n_jobs=n_jobs, expired_fraction=expired_fraction, seed=random_seed, storage=storage
         )
     finally:
+        if storage is not None:
+            storage.close()
         db.dispose()
     click.echo(seeding.format_summary(summary))
 
@@ -168,12 +207,13 @@ def metrics(counts: bool) -> None:
 
 
 def _open_storage(settings: Any) -> Any:
-    """The StorageRepo of ``SUPABASE_URL``, or ``None`` when storage is not configured."""
-    if not settings.supabase_url:
+    """The StorageRepo of ``storage_settings``, or ``None`` when storage is not configured."""
+    configured = storage_settings(settings)
+    if configured is None:
         return None
     from lifecycle.storage import StorageRepo
 
-    return StorageRepo.from_settings(settings)
+    return StorageRepo.from_settings(configured)
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -364,10 +404,7 @@ def reconcile(apply_: bool, grace_seconds: int, run_id: str | None) -> None:
 @handle_errors
 def bootstrap() -> None:
     """Create the storage buckets that are missing (private); idempotent."""
-    from lifecycle.storage import StorageRepo
-
-    settings = load_settings()
-    with StorageRepo.from_settings(settings) as storage:
+    with require_storage(load_settings()) as storage:
         report = storage.ensure_buckets()
     for bucket in report.created:
         click.echo(f"created bucket {bucket}")

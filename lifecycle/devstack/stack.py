@@ -4,11 +4,17 @@ Embedded PostgreSQL (application and Dagster databases) unless ``DATABASE_URL`` 
 Storage server unless ``SUPABASE_URL`` is set, migrations, buckets, demo data (once), then
 ``dagster dev`` (webserver and daemon) in its own process group. Ctrl-C or SIGTERM stops every
 process started here: SIGINT to the group, a timeout, then SIGKILL.
+
+The local Storage server's URL and PID are recorded in ``<home>/storage/server.json`` while it runs,
+so that the other commands (``lifecycle seed --objects``, ``cleanup``, ``reconcile``, ``bootstrap``)
+find it (``local_storage``); with none running, they start one for their own duration.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -21,11 +27,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lifecycle import errors
 from lifecycle.redaction import redact_known
 from lifecycle.settings import Settings
+
+if TYPE_CHECKING:
+    from lifecycle.devstack.storage_server import RunningStorageServer
 
 #: The repository root: ``dagster.yaml`` and ``workspace.yaml`` live there (editable install).
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +47,13 @@ DEMO_JOBS = 200
 DEMO_EXPIRED_FRACTION = 0.3
 STOP_TIMEOUT_SECONDS = 20.0
 READY_TIMEOUT_SECONDS = 120.0
+#: Beside the local Storage server's data: its URL and PID while ``lifecycle dev`` runs it.
+STORAGE_STATE_FILE = "server.json"
+#: The keys the local Storage server keeps beside its data (``storage_server.KEYS_FILE``), read
+#: here without importing the server: its web stack is in the ``dev`` extra.
+_STORAGE_KEYS_FILE = "keys.json"
+#: What the local Storage server imports (the ``dev`` extra; some also come with Dagster).
+_STORAGE_MODULES = ("starlette", "uvicorn", "multipart", "jwt")
 
 
 def _say(message: str) -> None:
@@ -150,8 +167,6 @@ def _storage(settings: Settings, home: Path, stack: _Stack) -> tuple[str, str]:
     """The Storage URL and service-role key (the local server unless ``SUPABASE_URL`` is set)."""
     if settings.supabase_url is not None:
         if settings.supabase_service_role_key is None:
-            from lifecycle import errors
-
             raise errors.ConfigurationError(
                 "SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not",
                 variable="SUPABASE_SERVICE_ROLE_KEY",
@@ -159,12 +174,107 @@ def _storage(settings: Settings, home: Path, stack: _Stack) -> tuple[str, str]:
         _say(f"using Storage at {settings.supabase_url}")
         return settings.supabase_url, settings.supabase_service_role_key.get_secret_value()
 
+    data_dir = storage_data_dir(home)
+    _say(f"starting the local Storage server (data in {data_dir})")
+    server = _start_storage_server(data_dir)
+    stack.stoppers.append(server.stop)
+    assert server.process is not None  # start_storage_server always runs a subprocess
+    stack.stoppers.append(_record_storage_server(data_dir, server.url, server.process.pid))
+    return server.url, server.service_role_key
+
+
+# -- the local Storage server, for this stack and for the other commands ----------------------------
+
+
+@dataclass(frozen=True)
+class LocalStorage:
+    """A local Storage server a command talks to; ``stop`` is set when it was started for that command."""
+
+    url: str
+    service_role_key: str = field(repr=False)
+    stop: Callable[[], None] | None = field(default=None, repr=False)
+
+
+def storage_data_dir(home: Path) -> Path:
+    """Where the local Storage server of ``home`` keeps its objects, keys and state file."""
+    return home.resolve() / "storage"
+
+
+def local_storage(home: Path) -> LocalStorage:
+    """The local Storage server of ``home``: the one ``lifecycle dev`` runs, else one started now.
+
+    A server started here serves until ``stop()`` is called (the command's end); it is not recorded,
+    so another command never comes to rely on it.
+    """
+    running = running_storage_server(home)
+    if running is not None:
+        return running
+    server = _start_storage_server(storage_data_dir(home))
+    return LocalStorage(server.url, server.service_role_key, stop=server.stop)
+
+
+def running_storage_server(home: Path) -> LocalStorage | None:
+    """The server recorded in ``<home>/storage/server.json``, if its process lives and it answers."""
+    data_dir = storage_data_dir(home)
+    try:
+        state = json.loads((data_dir / STORAGE_STATE_FILE).read_text())
+        keys = json.loads((data_dir / _STORAGE_KEYS_FILE).read_text())
+        url, pid, key = str(state["url"]), int(state["pid"]), str(keys["service_role_key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _process_alive(pid) or not _storage_answers(url):
+        return None
+    return LocalStorage(url, key)
+
+
+def _start_storage_server(data_dir: Path) -> RunningStorageServer:
+    """``storage_server.start_storage_server``, or one line naming the ``dev`` extra when it is missing."""
+    missing = [name for name in _STORAGE_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise errors.ConfigurationError(
+            "SUPABASE_URL is not set, and the local Storage server needs the dev extra "
+            f"(pip install 'lifecycle[dev]'; missing: {', '.join(missing)})",
+            variable="SUPABASE_URL",
+        )
     from lifecycle.devstack.storage_server import start_storage_server
 
-    _say(f"starting the local Storage server (data in {home / 'storage'})")
-    server = start_storage_server(home / "storage")
-    stack.stoppers.append(server.stop)
-    return server.url, server.service_role_key
+    return start_storage_server(data_dir)
+
+
+def _record_storage_server(data_dir: Path, url: str, pid: int) -> Callable[[], None]:
+    """Write the state file (owner-only, atomically); return what removes it again."""
+    path = data_dir / STORAGE_STATE_FILE
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url, "pid": pid}, handle)
+    partial.replace(path)
+
+    def forget() -> None:
+        # Only our own record: a second `lifecycle dev` on the same home may have replaced it.
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if int(json.loads(path.read_text())["pid"]) == pid:
+                path.unlink()
+
+    return forget
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _storage_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/storage/v1/status", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _bootstrap(settings: Settings, app_url: str, *, demo: bool) -> None:
@@ -227,8 +337,6 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            from lifecycle import errors
-
             raise errors.LifecycleError(f"dagster exited with status {process.returncode} before serving")
         try:
             with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:  # noqa: S310
@@ -237,8 +345,6 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    from lifecycle import errors
-
     raise errors.LifecycleError(f"the Dagster UI did not answer on {url} in {READY_TIMEOUT_SECONDS:.0f} s")
 
 
