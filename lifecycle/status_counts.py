@@ -1,4 +1,4 @@
-"""How many jobs are in each status, how big the expired backlog is, and the sensor's probe.
+"""How many jobs are in each status, how big the expired backlog is, and the sensor's probes.
 
 Read-only queries for the ``job_status_counts`` asset and the ``expired_jobs_sensor``.
 """
@@ -41,6 +41,20 @@ _EXPIRED = sa.text(
 _OUTBOX = sa.text(
     "SELECT coalesce(sum(coalesce(cardinality(object_keys), 1)), 0) AS n, min(created_at) AS oldest "
     "FROM storage_deletions"
+)
+
+
+# An outbox row a drain could claim now: due and unclaimed, or claimed by a drain whose lock session is
+# gone (``lifecycle_claim_alive``; the CASE evaluates it for claimed rows only). Walks
+# idx_storage_deletions_next_attempt_at from its low end and stops at the first match.
+_OUTBOX_DUE_PROBE = sa.text(
+    """
+    SELECT id FROM storage_deletions
+    WHERE CASE WHEN claimed_by IS NULL THEN next_attempt_at <= :now
+               ELSE NOT lifecycle_claim_alive(claimed_by) END
+    ORDER BY next_attempt_at
+    LIMIT 1
+    """
 )
 
 
@@ -94,6 +108,13 @@ def oldest_expired_job(db: Database, now: datetime | None = None) -> str | None:
     with db.transaction() as tx:
         job_id = tx.connection.execute(_PROBE, {"now": now}).scalar()
     return None if job_id is None else str(job_id)
+
+
+def outbox_due(db: Database, now: datetime | None = None) -> bool:
+    """True when the outbox holds objects a drain could remove now (the sensor's second probe)."""
+    now = now or datetime.now(UTC)
+    with db.transaction() as tx:
+        return tx.connection.execute(_OUTBOX_DUE_PROBE, {"now": now}).scalar() is not None
 
 
 def has_expired_backlog(db: Database, now: datetime | None = None) -> bool:

@@ -4,6 +4,7 @@ Every op passes ``context.run_id`` to the service, so events and tombstones name
 log line about one job names it (``jobId=<uuid>``), for a bounded number of jobs per run.
 """
 
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,6 +14,7 @@ from pydantic import Field
 
 from lifecycle import errors, metrics, transitions
 from lifecycle.defs.resources import DatabaseResource, StorageResource
+from lifecycle.retention.report import CleanupReport, DrainReport
 from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE, MAX_RECONCILE_GRACE_SECONDS
 
 #: The run tag that names the job a ``purge_job`` run erases.
@@ -79,20 +81,54 @@ class RetentionCleanupConfig(dg.Config):
     max_runtime_seconds: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="Stop after this long."
     )
+    drain_only: bool = Field(
+        default=False,
+        description="Only remove the objects queued in the outbox (phase 2); with dry_run, report what "
+        "a drain would do.",
+    )
 
 
-@dg.op(description="Delete expired jobs, then their stored objects (retention.cleanup).")
+def _fail_if_work_left(report: CleanupReport | DrainReport) -> None:
+    """End the step as failed, with the one-line summary, when the run left work undone.
+
+    Called after the output (and so its metadata: the full report) is recorded. A failed run is what
+    the Runs list, the run-failure sensor and alerting see; ``ExpectationResult`` is deprecated in
+    Dagster 1.13 and ``AssetCheckResult`` belongs to an asset check, which these ops are not.
+    Retrying at once would not help (failed keys back off), hence ``allow_retries=False``.
+    """
+    left = report.work_left()
+    if left is None:
+        return
+    pending = report.pending if isinstance(report, DrainReport) else report.outbox_pending
+    raise dg.Failure(
+        description=f"work left: {left}",
+        metadata={
+            "work_left": dg.MetadataValue.text(left),
+            "objects_pending": dg.MetadataValue.int(pending),
+            "objects_failed": dg.MetadataValue.int(report.objects_failed),
+        },
+        allow_retries=False,
+    )
+
+
+@dg.op(
+    description="Delete expired jobs, then their stored objects (retention.cleanup); with drain_only, "
+    "only the objects already queued. Fails, after recording its report, when it leaves work undone."
+)
 def retention_cleanup_op(
     context: dg.OpExecutionContext,
     config: RetentionCleanupConfig,
     database: DatabaseResource,
     storage: StorageResource,
-) -> dg.Output[dict[str, Any]]:
+) -> Iterator[dg.Output[dict[str, Any]]]:
     from lifecycle import retention
 
     def progress(phase: str, done: int, total: int | None) -> None:
         context.log.debug(f"{phase}: {done}" + (f"/{total}" if total is not None else ""))
 
+    if config.drain_only:
+        yield from _drain(context, config, database, storage, progress)
+        return
     report = retention.cleanup(
         database.db,
         storage.repo,
@@ -120,7 +156,42 @@ def retention_cleanup_op(
             f"in {report.batches} batch(es); outbox pending {report.outbox_pending}"
             + (f"; stopped by {report.stopped_by}" if report.stopped_by else "")
         )
-    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    yield dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    _fail_if_work_left(report)
+
+
+def _drain(
+    context: dg.OpExecutionContext,
+    config: RetentionCleanupConfig,
+    database: DatabaseResource,
+    storage: StorageResource,
+    progress: Callable[[str, int, int | None], None],
+) -> Iterator[dg.Output[dict[str, Any]]]:
+    """The drain-only run (the sensor launches one when queued objects are due and no job expired)."""
+    from lifecycle import retention
+
+    if config.dry_run:
+        plan = retention.plan_drain(database.db)
+        context.log.info(f"dry run: {plan.would_do}; nothing was written")
+        values = plan.as_dict()
+        yield dg.Output(values, metadata=_metadata(values, plan.to_markdown()))
+        return
+    drained = retention.drain_outbox(
+        database.db,
+        storage.repo,
+        max_objects_per_second=config.max_objects_per_second,
+        max_runtime_seconds=config.max_runtime_seconds,
+        run_id=context.run_id,
+        progress=progress,
+    )
+    context.log.info(
+        f"removed {drained.objects_removed} object(s) ({drained.objects_absent} already gone), "
+        f"{drained.objects_failed} failed; outbox pending {drained.pending}"
+        + (f"; stopped by {drained.stopped_by}" if drained.stopped_by else "")
+    )
+    values = drained.as_dict()
+    yield dg.Output(values, metadata=_metadata(values, drained.to_markdown()))
+    _fail_if_work_left(drained)
 
 
 @dg.job(
@@ -237,13 +308,16 @@ class PurgeJobConfig(dg.Config):
     )
 
 
-@dg.op(description="Delete one job now with its events and objects; the tombstone names this run.")
+@dg.op(
+    description="Delete one job now with its events and objects; the tombstone names this run. Fails, "
+    "after recording its report, when objects of the job are left in the outbox."
+)
 def purge_job_op(
     context: dg.OpExecutionContext,
     config: PurgeJobConfig,
     database: DatabaseResource,
     storage: StorageResource,
-) -> dg.Output[dict[str, Any]]:
+) -> Iterator[dg.Output[dict[str, Any]]]:
     from lifecycle import retention
 
     try:
@@ -263,7 +337,8 @@ def purge_job_op(
         f"{report.objects_removed} object(s) removed, {report.objects_failed} failed"
     )
     values = report.as_dict()
-    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    yield dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    _fail_if_work_left(report)
 
 
 @dg.job(

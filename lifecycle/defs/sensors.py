@@ -1,6 +1,7 @@
-"""Sensors: launch a cleanup when expired jobs are waiting; log every failed run.
+"""Sensors: launch a cleanup when expired jobs are waiting (or a drain when only queued objects are
+due); log every failed run.
 
-A tick does no deletes: it probes (one index-only query), checks the instance for an active
+A tick does no deletes: it probes (an index-ordered query or two), checks the instance for an active
 retention run, and asks for a run. The cleanup itself happens in the run.
 """
 
@@ -17,6 +18,8 @@ from lifecycle.redaction import redact_known
 
 #: How often the daemon evaluates the sensor; `make run` shows a cleanup within a minute.
 SENSOR_INTERVAL_SECONDS = 30
+#: The run config of a drain-only retention run.
+DRAIN_ONLY_CONFIG = {"ops": {"retention_cleanup_op": {"config": {"drain_only": True}}}}
 
 #: Run states in which a retention run still counts as "in progress" (the next one would queue).
 ACTIVE_STATUSES = [
@@ -43,7 +46,8 @@ def parse_cursor(cursor: str | None) -> dict[str, Any]:
     job=retention_cleanup,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a retention cleanup run when expired jobs wait and no cleanup is in progress.",
+    description="Requests a retention cleanup run when expired jobs wait, or a drain-only run when only "
+    "queued objects are due for removal, and no retention run is in progress.",
 )
 def expired_jobs_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
@@ -56,13 +60,14 @@ def expired_jobs_sensor(
         return dg.SkipReason(f"retention run {run.run_id} is {run.status.value}: not requesting another")
     now = datetime.now(UTC)
     oldest = status_counts.oldest_expired_job(database.db, now)
-    if oldest is None:
-        return dg.SkipReason("no expired jobs waiting for cleanup")
+    drain_only = oldest is None
+    if drain_only and not status_counts.outbox_due(database.db, now):
+        return dg.SkipReason("no expired jobs waiting for cleanup and no queued object due for removal")
     cursor = parse_cursor(context.cursor)
     requests = int(cursor["requests"]) + 1
     # A new key per request: a tick retried after a crash reuses it (no duplicate run); the cursor
     # moves on once the request is recorded.
-    run_key = f"expired-jobs-{requests}"
+    run_key = f"outbox-drain-{requests}" if drain_only else f"expired-jobs-{requests}"
     context.update_cursor(
         json.dumps(
             {
@@ -73,6 +78,13 @@ def expired_jobs_sensor(
             }
         )
     )
+    if drain_only:
+        context.log.info(f"queued objects due for removal: requesting a drain-only run {run_key}")
+        return dg.RunRequest(
+            run_key=run_key,
+            run_config=DRAIN_ONLY_CONFIG,
+            tags={"lifecycle/trigger": "expired_jobs_sensor", "lifecycle/mode": "drain_only"},
+        )
     context.log.info(f"expired backlog found (oldest jobId={oldest}): requesting {run_key}")
     return dg.RunRequest(run_key=run_key, tags={"lifecycle/trigger": "expired_jobs_sensor"})
 

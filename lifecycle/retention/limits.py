@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from lifecycle import errors
+from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE
 
 
 class Deadline:
@@ -86,7 +87,7 @@ class TokenBucket:
 # a bad value is ``errors.InvalidInput`` naming the field, never a crash halfway through a run.
 
 #: The most jobs per transaction (``CLEANUP_BATCH_SIZE`` has the same bound).
-MAX_BATCH_SIZE = 10_000
+MAX_BATCH_SIZE = MAX_CLEANUP_BATCH_SIZE
 #: The most jobs one run may be asked to delete (a bound the database's LIMIT can take).
 MAX_JOBS_PER_RUN = 10**12
 #: The longest text recorded on tombstones and outbox rows (purge reason, run id).

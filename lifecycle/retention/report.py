@@ -109,6 +109,10 @@ class DrainPlan:
         """The plan as JSON-ready values."""
         return dict(_jsonable(self))
 
+    def to_markdown(self) -> str:
+        """The plan as markdown (the Dagster run page)."""
+        return "\n".join(["### Outbox drain (dry run)", "", self.would_do, "", _table(self.rows())])
+
 
 def _outbox_left(pending: int, claimed: int, failed: int) -> str:
     """``"N object(s) still queued for removal (F failed, C claimed by a live run, W waiting)"``."""

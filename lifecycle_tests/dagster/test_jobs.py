@@ -273,3 +273,111 @@ def test_reconcile_orphans_is_a_dry_run_by_default(
     real = _run(defs, "reconcile_orphans", resources, instance, {"grace_seconds": 0, "dry_run": False})
     assert _output_metadata(real)["orphans_queued"] == 1
     assert _count(raw, "SELECT count(*) FROM storage_deletions WHERE object_key = %s", orphan) == 1
+
+
+# -- honest endings: a run that leaves work undone fails, after recording its report ----------------
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, dict[str, Any]]:
+    """The step failure's description and metadata (a ``dg.Failure`` raised by the op)."""
+    [event] = [e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE"]
+    data = event.event_specific_data.user_failure_data  # type: ignore[union-attr]
+    assert data is not None, "the step failed with an error, not with dg.Failure"
+    return str(data.description), {k: v.value for k, v in data.metadata.items()}
+
+
+def _listed(storage: StorageRepo) -> set[str]:
+    from lifecycle.storage import ObjectKind
+
+    return {obj.key for kind in ObjectKind for obj in storage.iter_keys(kind)}
+
+
+def _expired_with_objects(storage_db: Database, storage: StorageRepo, raw: Raw, n: int) -> list[str]:
+    """``n`` expired jobs with a stored source each; returns their keys."""
+    keys = []
+    for _ in range(n):
+        with storage_db.transaction() as tx:
+            job = tx.jobs.create(params={})
+        keys.append(attach_source(storage_db, storage, job.id, b"video", "mp4", "video/mp4"))
+    raw.execute("UPDATE jobs SET expires_at = now() - interval '1 hour'")
+    return keys
+
+
+def test_retention_cleanup_with_storage_down_records_the_report_then_fails_with_the_work_left(
+    defs: dg.Definitions,
+    resources: dict[str, object],
+    instance: dg.DagsterInstance,
+    storage_db: Database,
+    storage: StorageRepo,
+    storage_server: Any,
+    raw: Raw,
+) -> None:
+    keys = _expired_with_objects(storage_db, storage, raw, 3)
+    storage_server.set_faults(remove_error_rate=1.0)
+
+    result = _run(defs, "retention_cleanup", resources, instance, {}, raise_on_error=False)
+
+    assert not result.success
+    metadata = _output_metadata(result)  # the report was recorded before the failure
+    assert (metadata["jobs_deleted"], metadata["objects_failed"], metadata["outbox_pending"]) == (3, 3, 3)
+    assert "Work left" in metadata["report"]
+    description, failure_metadata = _failure(result)
+    assert description == "work left: 3 object(s) still queued for removal (3 failed)"
+    assert failure_metadata["objects_pending"] == 3
+    assert _count(raw, "SELECT count(*) FROM storage_deletions WHERE attempts = 1") == 1
+    storage_server.clear_faults()
+    assert _listed(storage) == set(keys)
+
+
+def test_retention_cleanup_drain_only_removes_queued_objects_and_its_dry_run_writes_nothing(
+    defs: dg.Definitions,
+    resources: dict[str, object],
+    instance: dg.DagsterInstance,
+    storage_db: Database,
+    storage: StorageRepo,
+    raw: Raw,
+) -> None:
+    from lifecycle.retention import cleanup
+
+    keys = _expired_with_objects(storage_db, storage, raw, 3)
+    cleanup(storage_db, None)  # phase 1 only: the keys wait in the outbox
+    assert _count(raw, "SELECT count(*) FROM jobs") == 0
+
+    dry = _run(defs, "retention_cleanup", resources, instance, {"drain_only": True, "dry_run": True})
+    assert dry.success
+    assert _output_metadata(dry)["queued"] == 3
+    assert _listed(storage) == set(keys)
+    assert _count(raw, "SELECT count(*) FROM storage_deletions") > 0
+
+    real = _run(defs, "retention_cleanup", resources, instance, {"drain_only": True})
+    assert real.success
+    metadata = _output_metadata(real)
+    assert (metadata["objects_removed"], metadata["pending"]) == (3, 0)
+    assert _count(raw, "SELECT count(*) FROM storage_deletions") == 0
+    assert _listed(storage) == set()
+
+
+def test_purge_job_with_storage_down_fails_with_the_work_left(
+    defs: dg.Definitions,
+    resources: dict[str, object],
+    instance: dg.DagsterInstance,
+    storage_db: Database,
+    storage: StorageRepo,
+    storage_server: Any,
+    raw: Raw,
+) -> None:
+    with storage_db.transaction() as tx:
+        job = tx.jobs.create(params={})
+    key = attach_source(storage_db, storage, job.id, b"video", "mp4", "video/mp4")
+    storage_server.set_faults(remove_error_rate=1.0)
+
+    result = _run(defs, "purge_job", resources, instance, {"job_id": str(job.id)}, raise_on_error=False)
+
+    assert not result.success
+    assert _output_metadata(result)["jobs_deleted"] == 1
+    description, _ = _failure(result)
+    assert description.startswith("work left: 1 object(s) still queued for removal")
+    assert _count(raw, "SELECT count(*) FROM jobs WHERE id = %s", job.id) == 0
+    assert _count(raw, "SELECT count(*) FROM storage_deletions WHERE job_id = %s", job.id) == 1
+    storage_server.clear_faults()
+    assert _listed(storage) == {key}

@@ -1,6 +1,7 @@
 """The expired-jobs sensor and the run-failure sensor, evaluated in process."""
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from lifecycle.db import Database
+from lifecycle.db.engine import libpq_url
 from lifecycle.defs.resources import DatabaseResource
 from lifecycle.defs.sensors import expired_jobs_sensor, run_failure_logger
 
@@ -142,3 +144,58 @@ def test_run_failure_sensor_logs_the_run_id_and_tags(
     assert result.run_id in text
     assert "transition_batch" in text
     assert "'team': 'media'" in text
+
+
+# -- the drain-only run: queued objects due, no expired job ----------------------------------------
+
+
+def _queue(raw: Raw, *, claimed_by: int | None = None, due: bool = True) -> None:
+    raw.execute(
+        "INSERT INTO storage_deletions (object_key, claimed_by, next_attempt_at) "
+        "VALUES (%s, %s, now() + CASE WHEN %s THEN interval '0' ELSE interval '1 hour' END)",
+        (f"results/{uuid.uuid4()}/clip.mp4", claimed_by, due),
+    )
+
+
+def test_due_outbox_rows_without_a_backlog_request_a_drain_only_run(
+    instance: dg.DagsterInstance, database_resource: DatabaseResource, raw: Raw
+) -> None:
+    _queue(raw, due=False)  # backing off after a failure: not due
+    result, _ = _tick(instance, database_resource, None)
+    assert isinstance(result, dg.SkipReason)
+
+    _queue(raw)
+    result, cursor = _tick(instance, database_resource, None)
+    assert isinstance(result, dg.RunRequest)
+    assert result.run_key == "outbox-drain-1"
+    assert result.run_config == {"ops": {"retention_cleanup_op": {"config": {"drain_only": True}}}}
+    assert cursor is not None
+    assert json.loads(cursor)["requests"] == 1
+    assert raw.execute("SELECT count(*) FROM storage_deletions").fetchone() == (2,)
+
+
+def test_rows_a_live_drain_holds_are_not_due_and_a_dead_drains_are(
+    instance: dg.DagsterInstance, database_resource: DatabaseResource, raw: Raw, database_url: str
+) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as drain:
+        drain.execute("SELECT pg_advisory_lock(1818458467, 77)")  # a live drain with token 77
+        _queue(raw, claimed_by=77)
+        result, _ = _tick(instance, database_resource, None)
+        assert isinstance(result, dg.SkipReason)
+    # That drain's session ended (killed): its claim is dead, the row is due at once.
+    _queue(raw, claimed_by=78, due=False)
+    raw.execute("DELETE FROM storage_deletions WHERE claimed_by = 77")
+    result, _ = _tick(instance, database_resource, None)
+    assert isinstance(result, dg.RunRequest)
+    assert result.run_key == "outbox-drain-1"
+
+
+def test_an_expired_backlog_still_gets_the_full_cleanup(
+    instance: dg.DagsterInstance, database_resource: DatabaseResource, db: Database, raw: Raw
+) -> None:
+    _queue(raw)
+    _expired_job(db)
+    result, _ = _tick(instance, database_resource, None)
+    assert isinstance(result, dg.RunRequest)
+    assert result.run_key == "expired-jobs-1"
+    assert not result.run_config
