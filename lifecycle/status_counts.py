@@ -44,16 +44,18 @@ _OUTBOX = sa.text(
 )
 
 
-# An outbox row a drain could claim now: due and unclaimed, or claimed by a drain whose lock session is
-# gone (``lifecycle_claim_alive``; the CASE evaluates it for claimed rows only). Walks
-# idx_storage_deletions_next_attempt_at from its low end and stops at the first match.
+# Does the outbox hold a row a drain could claim now? Due and unclaimed (the first row along
+# idx_storage_deletions_next_attempt_at), or claimed by a drain whose lock session is gone (each
+# distinct token looked up once with ``lifecycle_claim_alive``, along the partial index on claimed_by;
+# ``OFFSET 0`` keeps the planner from testing every claimed row instead).
 _OUTBOX_DUE_PROBE = sa.text(
     """
-    SELECT id FROM storage_deletions
-    WHERE CASE WHEN claimed_by IS NULL THEN next_attempt_at <= :now
-               ELSE NOT lifecycle_claim_alive(claimed_by) END
-    ORDER BY next_attempt_at
-    LIMIT 1
+    SELECT (SELECT id FROM storage_deletions
+            WHERE claimed_by IS NULL AND next_attempt_at <= :now
+            ORDER BY next_attempt_at LIMIT 1) IS NOT NULL
+        OR EXISTS (SELECT 1 FROM (SELECT DISTINCT claimed_by AS token FROM storage_deletions
+                                  WHERE claimed_by IS NOT NULL OFFSET 0) AS d
+                   WHERE NOT lifecycle_claim_alive(d.token))
     """
 )
 
@@ -114,7 +116,7 @@ def outbox_due(db: Database, now: datetime | None = None) -> bool:
     """True when the outbox holds objects a drain could remove now (the sensor's second probe)."""
     now = now or datetime.now(UTC)
     with db.transaction() as tx:
-        return tx.connection.execute(_OUTBOX_DUE_PROBE, {"now": now}).scalar() is not None
+        return bool(tx.connection.execute(_OUTBOX_DUE_PROBE, {"now": now}).scalar_one())
 
 
 def has_expired_backlog(db: Database, now: datetime | None = None) -> bool:
