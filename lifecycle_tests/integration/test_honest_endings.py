@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from lifecycle import errors
 from lifecycle.cli import main
 from lifecycle.retention import cleanup, drain_outbox, plan_drain, purge
-from lifecycle.storage import ObjectKind, StorageRepo, result_key
+from lifecycle.storage import ObjectKind, result_key
 from lifecycle_tests.integration.test_retention_support import (
     QUEUED_KEYS,
     cli_env,
