@@ -176,6 +176,8 @@ class _Drain:
         self.db = db
         self.run_id = run_id
         self.lock = ClaimLock(db)
+        #: Whether rows may carry this drain's current token (set by a claim, cleared by release_all).
+        self.holds_claims = False
         self.connection_losses = 0
         #: Keys confirmed gone, and keys that failed (a key retried later counts once).
         self.gone: set[str] = set()
@@ -224,6 +226,7 @@ class _Drain:
         self, *, now: datetime | None, limit: int, job_ids: Sequence[UUID] | None
     ) -> dict[int, _Claimed]:
         def run() -> dict[int, _Claimed]:
+            self.holds_claims = True
             with self.db.transaction(run_id=self.run_id) as tx:
                 rows = tx.connection.execute(
                     queries.CLAIM_OUTBOX,
@@ -291,11 +294,12 @@ class _Drain:
         """Give back every row this drain still claims (best effort: if the database is gone, the
         claims die with the lock's session anyway)."""
         token = self.lock.token
-        if token is None:
+        if token is None or not self.holds_claims:
             return
         try:
             with self.db.transaction(run_id=self.run_id) as tx:
                 tx.connection.execute(queries.RELEASE_CLAIM, {"ids": None, "token": token})
+            self.holds_claims = False
         except errors.LifecycleError:
             pass
 
@@ -493,7 +497,7 @@ def drain_outbox(
                 "counting what is left", lambda: outbox_state(db, now=now, job_ids=job_ids)
             )
     finally:
-        drain.release_all()
+        drain.release_all()  # after an error; a no-op when the run ended normally
         drain.lock.release()
     report.objects_failed = len(drain.failed - drain.gone)
     report.connection_losses = drain.connection_losses
