@@ -108,7 +108,7 @@ def test_two_live_drains_never_remove_the_same_key_twice(db, raw, storage_settin
     try:
         repos[0].ensure_buckets()
         keys = queue_single_keys(raw, repos[0], 40)
-        storage_server.set_faults(remove_delay_seconds=0.3)
+        storage_server.set_faults(remove_delay_seconds=0.5)
         reports: list[DrainReport] = []
         failures: list[BaseException] = []
 
