@@ -147,18 +147,25 @@ def _confirm(db: Database, storage: StorageRepo, job: UUID, key: str, run_id: st
             _remove_own(storage, key, "the key was replaced while uploading")
     except errors.JobNotFound:
         # The row is gone and a job id never comes back: the object is this call's alone to remove.
-        _remove_own(storage, key, "the job was deleted while uploading")
+        if not _remove_own(storage, key, "the job was deleted while uploading"):
+            # Left to the next drain rather than to reconciliation's grace period.
+            with db.transaction(run_id=run_id) as tx:
+                tx.jobs.queue_key_of_deleted_job(job, key)
         raise
     raise errors.KeyReplaced(job, key)
 
 
-def _remove_own(storage: StorageRepo, key: str, why: str) -> None:
-    result = storage.remove([key])
-    if key in result.gone:
+def _remove_own(storage: StorageRepo, key: str, why: str) -> bool:
+    """Remove an upload no row records; True once it is confirmed gone."""
+    try:
+        gone = key in storage.remove([key]).gone
+    except errors.StorageError:
+        gone = False
+    if gone:
         log.warning("upload removed again", key=key, reason=why)
     else:
-        # Reconciliation finds the object (its job is gone) or the outbox holds the key (replaced).
-        log.warning("upload could not be removed again", key=key, reason=why)
+        log.warning("upload could not be removed again; its key is queued for deletion", key=key, reason=why)
+    return gone
 
 
 def signed_result_urls(

@@ -280,6 +280,16 @@ WITH job AS (
 SELECT records FROM job
 """
 
+# An upload that landed after its job was deleted, and that attach could not remove again: queue
+# its key so the next drain removes it (a job id never comes back, so nobody records it again).
+_QUEUE_KEY_OF_DELETED_JOB = """
+INSERT INTO storage_deletions (object_key, job_id, run_id)
+SELECT %(key)s, %(id)s, %(run_id)s
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = %(id)s)
+ON CONFLICT (object_key) DO NOTHING
+RETURNING id
+"""
+
 
 class JobsRepo:
     """Jobs: create, read, update, list, and every status change (each with its event)."""
@@ -614,6 +624,19 @@ SELECT id FROM moved
             if row is None:
                 raise errors.JobNotFound(job_uuid)
             return not row[0]
+
+    def queue_key_of_deleted_job(self, job_id: UUID | str, key: str) -> None:
+        """Queue the job's own ``key`` for deletion, if the job is gone (else nothing happens)."""
+        job_uuid = as_uuid(job_id, "job_id")
+        with operation("jobs", "queue_key_of_deleted_job", job_uuid):
+            if keys.parse_key(key).job_id != job_uuid:
+                raise errors.InvalidInput("not this job's own key", field="key")
+            fetch_one(
+                self.connection,
+                _QUEUE_KEY_OF_DELETED_JOB,
+                {"id": job_uuid, "key": key, "run_id": self.run_id},
+                job_id=job_uuid,
+            )
 
     def _record_key(
         self, statement: LiteralString, job_uuid: UUID, key: str, attach_status: JobStatus, event_type: str

@@ -300,6 +300,32 @@ def test_upload_landing_after_cleanup_deleted_the_job_is_removed(
     assert outbox(raw) == []
 
 
+def test_upload_landing_after_cleanup_that_cannot_be_removed_is_queued(
+    db: Database, raw: Raw, storage: StorageRepo, storage_server: Any
+) -> None:
+    """As above, but Storage refuses attach's own remove: the key goes to the outbox (not left for
+    reconciliation's grace period), and the next drain removes the object."""
+    job = job_in(db, JobStatus.PROCESSING)
+    key = result_key(job.id, "mp4")
+    storage_server.set_faults(upload_delay_seconds=HOLD_SECONDS)
+    attach = Background(lambda: attach_result(db, storage, job.id, b"clip", "mp4", "video/mp4"))
+    wait_until(lambda: (row(raw, job.id) or {}).get("result_keys") == [key], "the key to be recorded")
+    expire(db, raw, job.id)
+    report = cleanup(db, storage)
+    assert (report.jobs_deleted, report.objects_absent) == (1, 1)
+    # The held upload keeps its delay; every remove from now on fails.
+    storage_server.set_faults(remove_error_rate=1.0)
+    with pytest.raises(errors.JobNotFound):
+        attach.result()
+    storage_server.clear_faults()
+    assert stored_keys(storage, job.id) == {key}
+    assert outbox(raw) == [key]
+    drained = drain_outbox(db, storage)
+    assert (drained.objects_removed, drained.pending) == (1, 0)
+    assert stored_keys(storage, job.id) == set()
+    assert outbox(raw) == []
+
+
 def test_cleanup_after_the_upload_landed_removes_the_object(
     db: Database, raw: Raw, storage: StorageRepo
 ) -> None:
