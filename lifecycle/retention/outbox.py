@@ -304,6 +304,13 @@ class _Drain:
             pass
 
 
+def _defer_due(db: Database, *, now: datetime | None, job_ids: Sequence[UUID] | None) -> None:
+    with db.transaction() as tx:
+        tx.connection.execute(
+            queries.DEFER_DUE, {"now": now, "job_ids": list(job_ids) if job_ids is not None else None}
+        )
+
+
 def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], dict[str, str]]:
     """``(removed, absent, failed -> redacted reason)``; a whole-call error fails every key."""
     try:
@@ -477,9 +484,15 @@ def drain_outbox(
                         )
                         if call_failures >= MAX_CONSECUTIVE_CALL_FAILURES:
                             report.stopped_by = "storage_unavailable"
-                            # Rows claimed but not (fully) tried: given back, due again now.
+                            # Rows claimed but not (fully) tried: given back. Every row still
+                            # due waits as long as the rows that just failed, so neither the next
+                            # run nor the sensor's drain hammers a Storage that is down.
                             rest = {r: claimed[r] for r, n in left.items() if n > 0}
                             drain.record(now=now, rows=rest)
+                            drain.retrying(
+                                "deferring due rows",
+                                lambda: _defer_due(db, now=now, job_ids=job_ids),
+                            )
                             break
                     else:
                         call_failures = 0

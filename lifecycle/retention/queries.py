@@ -263,6 +263,22 @@ RELEASE_CLAIM = sa.text(
     "WHERE claimed_by = :token AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))"
 )
 
+#: Storage is down (a drain stopped after whole remove calls failed in a row): the unclaimed rows
+#: still due wait until the earliest retry of a failed row, instead of being due again at once.
+DEFER_DUE = sa.text(
+    """
+    WITH backoff AS (
+        SELECT min(next_attempt_at) AS until FROM storage_deletions
+        WHERE attempts > 0 AND claimed_by IS NULL
+          AND next_attempt_at > coalesce(CAST(:now AS timestamptz), now())
+    )
+    UPDATE storage_deletions d SET next_attempt_at = backoff.until
+    FROM backoff
+    WHERE d.claimed_by IS NULL AND d.next_attempt_at < backoff.until
+      AND (CAST(:job_ids AS uuid[]) IS NULL OR d.job_id = ANY(CAST(:job_ids AS uuid[])))
+    """
+)
+
 #: Keys confirmed gone (removed now, or confirmed absent by the service role): their rows are done.
 OUTBOX_DONE = sa.text("DELETE FROM storage_deletions WHERE id = ANY(:ids) AND claimed_by = :token")
 

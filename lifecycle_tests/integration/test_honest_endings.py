@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner, Result
 
-from lifecycle import errors
+from lifecycle import errors, status_counts
 from lifecycle.cli import main
 from lifecycle.retention import cleanup, drain_outbox, plan_drain, purge
 from lifecycle.storage import ObjectKind, result_key
@@ -103,6 +103,25 @@ def test_storage_down_exits_1_with_one_line_and_counts_each_object_once(
     finished = drain_outbox(db, storage, now=datetime.now(UTC) + 2 * LATER)
     assert (finished.pending, finished.work_left()) == (0, None)
     assert listed(storage) == set(keys_of(new))
+
+
+def test_storage_down_defers_every_due_row_so_no_run_retries_at_once(db, raw, storage, storage_server):
+    """A drain that stops because Storage is down leaves nothing due now: the rows it never tried wait
+    as long as the ones that failed, so the sensor does not launch a failing drain every tick."""
+    plant(raw, storage, expired=10, live=0)
+    storage_server.set_faults(remove_error_rate=1.0)
+
+    # Two keys a claim: three failed calls stop the drain with most rows never tried.
+    report = cleanup(db, storage, batch_size=1, max_objects_per_second=2)
+
+    assert report.stopped_by == "storage_unavailable"
+    assert 0 < failed_keys(raw) < 20
+    assert count(raw, "SELECT count(*) FROM storage_deletions WHERE next_attempt_at <= now()") == 0
+    assert not status_counts.outbox_due(db)
+    storage_server.clear_faults()
+    finished = drain_outbox(db, storage, now=datetime.now(UTC) + LATER)
+    assert (finished.pending, finished.work_left()) == (0, None)
+    assert listed(storage) == set()
 
 
 def test_half_the_removes_failing_exits_1_and_counts_distinct_objects(
