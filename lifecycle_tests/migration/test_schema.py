@@ -191,3 +191,47 @@ def test_constraint_names_match_the_metadata(raw: Conn) -> None:
         "WHERE n.nspname = 'public' AND conrelid <> 'alembic_version'::regclass AND contype <> 'n'"
     ).fetchall()
     assert {r[0] for r in rows} == declared
+
+
+_JOB = uuid.UUID("3f1c2a4e-9b7d-4c1e-8a2f-0d6e5b4c3a21")
+_OTHER = uuid.UUID("22222222-2222-4222-8222-222222222222")
+_CANDIDATE_KEYS = [
+    f"{kind}/{job}/{stem}.{ext}"
+    for kind, stem in (("sources", "source"), ("results", "clip"), ("results", "source"), ("sources", "clip"))
+    for job in (_JOB, _OTHER, str(_JOB).upper(), "x")
+    for ext in ("mp4", "webm", "MP4", "", "a" * 16, "a" * 17, "mp4/x", "mp4.mov", "*")
+] + [
+    "",
+    "../../etc/passwd",
+    "results/*",
+    f"results/{_JOB}/",
+    f"results/{_JOB}/clip.mp4\n",
+    f"/results/{_JOB}/clip.mp4",
+]
+
+
+@pytest.mark.parametrize("kind", ["sources", "results"])
+def test_the_database_and_the_repository_agree_on_a_jobs_own_keys(raw: Conn, kind: str) -> None:
+    """Keys valid twice: the CHECK constraints' functions accept exactly what ``parse_own_key`` does."""
+    from lifecycle import errors
+    from lifecycle.storage.keys import ObjectKind, parse_own_key
+
+    def python_accepts(key: str) -> bool:
+        try:
+            parse_own_key(key, ObjectKind(kind), _JOB)
+        except errors.InvalidInput:
+            return False
+        return True
+
+    query = (
+        "SELECT lifecycle_is_source_key(%s, %s)"
+        if kind == "sources"
+        else "SELECT lifecycle_are_result_keys(%s, ARRAY[%s]::text[])"
+    )
+    disagree = [
+        key
+        for key in _CANDIDATE_KEYS
+        if bool(raw.execute(query, (_JOB, key)).fetchone()[0]) != python_accepts(key)  # type: ignore[index]
+    ]
+    assert disagree == []
+    assert sum(python_accepts(k) for k in _CANDIDATE_KEYS) == 3  # .mp4, .webm and a 16-letter ext
