@@ -30,15 +30,7 @@ def run(bench: Bench) -> Report:
     report = Report(parameters={"quick": bench.quick, "rows": n, "rounds": rounds})
     with bench.database() as url, bench.raw_connect(url, autocommit=True) as conn:
         ids = [uuid.uuid4() for _ in range(n)]
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO jobs (id, source_key, result_keys, expires_at) "
-                "VALUES (%s, %s, %s, now() + interval '1 day')",
-                [
-                    (i, f"sources/{i}/source.mp4", [f"results/{i}/clip.mp4", f"results/{i}/clip.webm"])
-                    for i in ids
-                ],
-            )
+        _insert_jobs(conn, ids)
         # LIKE without INCLUDING CONSTRAINTS leaves the CHECKs out; defaults and indexes stay.
         conn.execute("CREATE TABLE jobs_unchecked (LIKE jobs INCLUDING DEFAULTS INCLUDING INDEXES)")
         conn.execute("INSERT INTO jobs_unchecked SELECT * FROM jobs")
@@ -83,15 +75,8 @@ def _transitions(bench: Bench, n: int, rounds: int) -> Row:
         for url in (checked_url, unchecked_url):
             db = bench.project_db(url, pool_size=1)
             ids = [uuid.uuid4() for _ in range(n)]
-            with bench.raw_connect(url, autocommit=True) as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO jobs (id, source_key, result_keys, expires_at) "
-                    "VALUES (%s, %s, %s, now() + interval '1 day')",
-                    [
-                        (i, f"sources/{i}/source.mp4", [f"results/{i}/clip.{e}" for e in ("mp4", "webm")])
-                        for i in ids
-                    ],
-                )
+            with bench.raw_connect(url, autocommit=True) as conn:
+                _insert_jobs(conn, ids)
             sides.append((db, ids))
 
         def transitions(db: Any, ids: list[uuid.UUID]) -> Any:
@@ -116,3 +101,13 @@ def _transitions(bench: Bench, n: int, rounds: int) -> Row:
 def _transition(db: Any, job_id: uuid.UUID, to: JobStatus) -> None:
     with db.transaction() as tx:
         tx.jobs.transition(job_id, to)
+
+
+def _insert_jobs(conn: Any, ids: list[uuid.UUID]) -> None:
+    """Jobs that record a source and two results (what every write of the row re-checks)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO jobs (id, source_key, result_keys, expires_at) "
+            "VALUES (%s, %s, %s, now() + interval '1 day')",
+            [(i, f"sources/{i}/source.mp4", [f"results/{i}/clip.{e}" for e in ("mp4", "webm")]) for i in ids],
+        )
