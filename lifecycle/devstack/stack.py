@@ -88,6 +88,7 @@ def dagster_pg_url(url: str) -> str:
 
 def run_dev(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
     """Start the stack and serve the Dagster UI until Ctrl-C/SIGTERM; 0 on a clean stop."""
+    _check_runnable(settings)
     home = settings.lifecycle_home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     stack = _Stack()
@@ -107,6 +108,32 @@ def run_dev(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
             return 0
         finally:
             stack.stop()
+
+
+def _check_runnable(settings: Settings) -> None:
+    """One line, before anything starts, when this install cannot run the stack.
+
+    The embedded PostgreSQL is wanted unless both ``DATABASE_URL`` and ``DAGSTER_PG_URL`` are set
+    (Dagster's own storage stays embedded otherwise), the local Storage server unless
+    ``SUPABASE_URL`` is; ``dagster.yaml`` and ``workspace.yaml`` exist only in a checkout (a wheel
+    does not ship them).
+    """
+    wanted: list[str] = []
+    if settings.database_url is None or not os.environ.get("DAGSTER_PG_URL"):
+        wanted.append("pgserver")
+    if settings.supabase_url is None:
+        wanted.extend(_STORAGE_MODULES)
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        raise errors.ConfigurationError(
+            f"lifecycle dev needs the dev extra (pip install 'lifecycle[dev]'; missing: {', '.join(missing)})"
+        )
+    absent = [name for name in ("dagster.yaml", "workspace.yaml") if not (ROOT / name).is_file()]
+    if absent:
+        raise errors.ConfigurationError(
+            f"lifecycle dev runs from a checkout of the repository ({', '.join(absent)} not found "
+            f"in {ROOT}); a deployment runs its own Dagster against DAGSTER_HOME"
+        )
 
 
 def _prepare(settings: Settings, home: Path, stack: _Stack) -> dict[str, str]:

@@ -108,6 +108,10 @@ def test_commands_use_the_server_lifecycle_dev_recorded(home: Path, app_db: psyc
         # Exactly what `lifecycle dev` runs for Storage (the rest of the stack is not needed here).
         url, key = stack._storage(Settings.load(env={}), home.resolve(), running)
         assert (stack.storage_data_dir(home) / stack.STORAGE_STATE_FILE).exists()
+        # `lifecycle dev` creates the buckets too (this test must not rely on another one's bootstrap).
+        bootstrapped = _cli(home, "bootstrap")
+        assert bootstrapped.returncode == 0, bootstrapped.stderr
+        assert "started the local Storage server" not in bootstrapped.stderr
 
         seeded = _cli(home, "seed", "--jobs", "12", "--objects", "--seed", "5", "--expired-fraction", "0.5")
         assert seeded.returncode == 0, seeded.stderr
@@ -173,3 +177,40 @@ def test_without_the_dev_extra_the_embedded_stack_is_one_line_naming_what_to_set
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {variable} is not set")
     assert "lifecycle[dev]" in lines[0]
+
+
+def test_lifecycle_dev_without_the_dev_extra_is_one_line_before_starting_anything(tmp_path: Path) -> None:
+    """Printed "starting embedded PostgreSQL" first, then an error; with DATABASE_URL set, the error
+    said "DATABASE_URL is not set" (Dagster's own storage wanted the embedded server)."""
+    for extra in ({}, {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres"}):
+        env = {**_env(tmp_path), **extra}
+        code = f"{_NO_DEV_EXTRA}\nfrom lifecycle.cli import main\nmain(prog_name='lifecycle')"
+        result = subprocess.run(
+            [sys.executable, "-c", code, "dev"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stdout == ""
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: lifecycle dev needs the dev extra"), line
+        assert "lifecycle[dev]" in line
+        assert "DATABASE_URL is not set" not in line or not extra
+        assert not (tmp_path / "pgdata").exists()
+
+
+def test_lifecycle_dev_outside_a_checkout_is_one_line_before_starting_anything(tmp_path: Path) -> None:
+    """An installed wheel has no dagster.yaml beside the package: FileNotFoundError traceback after
+    the schema and the buckets were already set up."""
+    prelude = f"import lifecycle.devstack.stack as s, pathlib; s.ROOT = pathlib.Path({str(tmp_path)!r})"
+    result = _cli(tmp_path, "dev", python_prelude=prelude)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert "checkout" in line, line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "pgdata").exists()
