@@ -15,7 +15,9 @@ Attach and cleanup serialise on the job row:
   deletion: ``AttachRefused`` (``reason`` ``"status"`` or ``"eligible_for_deletion"``). The check is
   the recording statement itself, not a read before it.
 - A key queued for deletion (its source was replaced) is taken out of the outbox by attaching it
-  again, unless a drain is removing it right now: ``KeyPendingDeletion``, attach again later.
+  again, unless a drain has already tried to remove it (claimed it, even if that drain died since,
+  or failed before): its DELETE may still be in flight and would remove the new upload. That is
+  ``KeyPendingDeletion``: attach again once a drain has confirmed the old object gone.
 - After the upload, one short read confirms that the job still exists and still records the key.
   If the job is gone (retention deleted it while the bytes were in flight), the object is removed
   and ``JobNotFound`` raised; if the key was replaced meanwhile, the object is removed (with the row

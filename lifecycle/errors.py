@@ -135,7 +135,7 @@ class AttachRefused(LifecycleError):
 
 
 class KeyPendingDeletion(AttachRefused):
-    """The key is queued for deletion and a drain is removing it now: attach again once it is gone."""
+    """The key is queued for deletion and a drain has tried to remove it: attach again once it is gone."""
 
     key: str
 

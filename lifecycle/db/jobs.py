@@ -193,9 +193,13 @@ _LOCK_JOB = "SELECT status FROM jobs WHERE id = %(id)s FOR UPDATE"
 
 # The guard both recording statements share: ``verdict.outcome`` is NULL when the key may be
 # recorded, else why not. The key's own outbox row (queued when it was replaced) is locked too: a
-# drain claims rows with SKIP LOCKED, so it cannot take the row while this statement decides. A live
-# claim means a drain is removing the object right now: refused (``pending_deletion``). Otherwise
-# recording the key takes it out of the outbox (``taken_back``), since the job needs the object.
+# drain claims rows with SKIP LOCKED, so it cannot take the row while this statement decides. A row
+# that a drain ever sent a DELETE for may have that DELETE still in flight, and it would remove the
+# new upload after the fact: a claim, live or dead (a dead drain's request can still land, and so can
+# the request of a drain that merely lost its lock session), or an earlier attempt (a failed remove
+# may have timed out while the server still runs it; a dead claim taken over counts as an attempt).
+# Such a key is refused (``pending_deletion``) until a drain confirms it gone and deletes the row.
+# A row no DELETE was ever sent for is taken out of the outbox (``taken_back``): the job needs it.
 _KEY_GUARD = f"""
 WITH job AS (
     SELECT {_COLUMNS},
@@ -207,7 +211,7 @@ WITH job AS (
     FROM jobs WHERE id = %(id)s
     FOR UPDATE
 ), pending AS (
-    SELECT id, claimed_by IS NOT NULL AND lifecycle_claim_alive(claimed_by) AS claimed
+    SELECT id, claimed_by IS NOT NULL OR attempts > 0 AS claimed
     FROM storage_deletions WHERE object_key = %(key)s
     FOR UPDATE
 ), verdict AS (
@@ -570,7 +574,8 @@ SELECT id FROM moved
 
         ``key`` must be this job's own ``sources/{id}/source.<ext>`` (else ``InvalidInput``, before
         any SQL), and the job ``queued`` and not eligible for deletion (else ``AttachRefused``); a key
-        a drain is removing right now is ``KeyPendingDeletion``. Recording the same key again
+        a drain has tried to remove (claimed, or failed before) is ``KeyPendingDeletion`` until its
+        removal is confirmed; one no drain has tried is taken out of the outbox. Recording the same key again
         changes nothing. A different key replaces the old one, and the old key goes to the
         ``storage_deletions`` outbox so its object is not orphaned.
         """
@@ -585,8 +590,8 @@ SELECT id FROM moved
         """Append ``key`` to the job's result keys (if absent), with a ``result_attached`` event.
 
         ``key`` must be this job's own ``results/{id}/clip.<ext>`` (else ``InvalidInput``, before
-        any SQL), and the job ``processing`` (else ``AttachRefused``); a key a drain is removing
-        right now is ``KeyPendingDeletion``.
+        any SQL), and the job ``processing`` (else ``AttachRefused``); a key pending deletion is
+        handled as in ``record_source_key``.
         """
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "add_result_key", job_uuid):

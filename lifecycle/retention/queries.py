@@ -209,12 +209,16 @@ _DEAD_TOKENS = """
 #: held (an InitPlan, evaluated once): a drain that lost its lock session claims nothing. Rows are
 #: taken in order while the claim stays within ``:limit`` keys, a chunk row counting as ``:chunk``
 #: (its upper bound: no detoasting to size it); the first row is always taken. ``next_attempt_at`` is
-#: left alone: it is the backoff after a failure, nothing else.
+#: left alone: it is the backoff after a failure, nothing else. Taking over a dead claim counts as an
+#: attempt (``attempts + 1``): the dead drain may have sent a DELETE that is still in flight, and a
+#: row with an attempt is never taken back by an attach (``lifecycle.db.jobs``), even if this drain
+#: gives it back untried.
 CLAIM_OUTBOX = sa.text(
     f"""
     WITH dead AS ({_DEAD_TOKENS}
     ), free AS (
-        SELECT id, next_attempt_at, CASE WHEN object_keys IS NULL THEN 1 ELSE :chunk END AS n
+        SELECT id, next_attempt_at, CASE WHEN object_keys IS NULL THEN 1 ELSE :chunk END AS n,
+               0 AS taken_over
         FROM storage_deletions
         WHERE claimed_by IS NULL
           AND next_attempt_at <= coalesce(CAST(:now AS timestamptz), now())
@@ -224,7 +228,8 @@ CLAIM_OUTBOX = sa.text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ), orphaned AS (
-        SELECT id, next_attempt_at, CASE WHEN object_keys IS NULL THEN 1 ELSE :chunk END AS n
+        SELECT id, next_attempt_at, CASE WHEN object_keys IS NULL THEN 1 ELSE :chunk END AS n,
+               1 AS taken_over
         FROM storage_deletions
         WHERE claimed_by IN (SELECT token FROM dead)
           AND (CAST(:job_ids AS uuid[]) IS NULL OR job_id = ANY(CAST(:job_ids AS uuid[])))
@@ -235,13 +240,13 @@ CLAIM_OUTBOX = sa.text(
     ), cand AS (
         SELECT * FROM orphaned UNION ALL SELECT * FROM free
     ), picked AS (
-        SELECT id FROM (
-            SELECT id, n, sum(n) OVER (ORDER BY next_attempt_at, id) AS upto FROM cand
+        SELECT id, taken_over FROM (
+            SELECT id, n, taken_over, sum(n) OVER (ORDER BY next_attempt_at, id) AS upto FROM cand
         ) AS s
         WHERE upto <= :limit OR upto = n
     )
     UPDATE storage_deletions d
-    SET claimed_by = :token
+    SET claimed_by = :token, attempts = d.attempts + picked.taken_over
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, coalesce(d.object_keys, ARRAY[d.object_key]) AS keys
     """  # noqa: S608

@@ -117,7 +117,9 @@ def replaced_source(db: Database, job_id: uuid.UUID) -> tuple[str, str]:
 # -- item 3: a key pending deletion, at the repository ---------------------------------------------
 
 
-def test_a_key_a_live_drain_is_removing_is_not_recorded(db: Database, raw: Raw, database_url: str) -> None:
+def test_a_key_a_live_drain_is_removing_is_not_recorded(
+    db: Database, raw: Raw, database_url: str, storage: StorageRepo
+) -> None:
     job = job_in(db, JobStatus.QUEUED)
     mp4, mov = replaced_source(db, job.id)
     assert outbox(raw) == [mp4]
@@ -127,7 +129,12 @@ def test_a_key_a_live_drain_is_removing_is_not_recorded(db: Database, raw: Raw, 
             tx.jobs.record_source_key(job.id, mp4)
         assert (info.value.key, info.value.reason, info.value.job_id) == (mp4, "pending_deletion", job.id)
         assert snapshot(raw) == before
-    # The drain's session is gone, so is its claim: recording the key takes it out of the outbox.
+    # The drain's session is gone, so is its claim, but a DELETE it sent may still be in flight:
+    # still refused, until a drain confirms the key gone.
+    with pytest.raises(errors.KeyPendingDeletion), db.transaction() as tx:
+        tx.jobs.record_source_key(job.id, mp4)
+    drain_outbox(db, storage)
+    assert outbox(raw) == []
     with db.transaction() as tx:
         tx.jobs.record_source_key(job.id, mp4)
     assert row(raw, job.id)["source_key"] == mp4
@@ -135,7 +142,7 @@ def test_a_key_a_live_drain_is_removing_is_not_recorded(db: Database, raw: Raw, 
 
 
 def test_a_result_key_a_live_drain_is_removing_is_not_recorded(
-    db: Database, raw: Raw, database_url: str
+    db: Database, raw: Raw, database_url: str, storage: StorageRepo
 ) -> None:
     """A result key can be in the outbox too (reconciliation queued it as an orphan)."""
     job = job_in(db, JobStatus.PROCESSING)
@@ -146,20 +153,40 @@ def test_a_result_key_a_live_drain_is_removing_is_not_recorded(
         with pytest.raises(errors.KeyPendingDeletion), db.transaction() as tx:
             tx.jobs.add_result_key(job.id, key)
         assert snapshot(raw) == before
+    drain_outbox(db, storage)  # the key is confirmed gone (absent) and its row deleted
     with db.transaction() as tx:
         tx.jobs.add_result_key(job.id, key)
     assert row(raw, job.id)["result_keys"] == [key]
     assert outbox(raw) == []
 
 
-def test_a_dead_claim_does_not_block_recording(db: Database, raw: Raw) -> None:
-    """A claim whose token no session holds belongs to a killed drain: the key is taken back."""
+def test_a_dead_claim_blocks_recording_until_a_drain_confirms_the_key_gone(
+    db: Database, raw: Raw, storage: StorageRepo
+) -> None:
+    """A claim whose token no session holds belongs to a killed drain, whose DELETE may still be in
+    flight: refused until the next drain takes the row over and confirms the key gone."""
     job = job_in(db, JobStatus.QUEUED)
     mp4, mov = replaced_source(db, job.id)
     raw.execute("UPDATE storage_deletions SET claimed_by = 12345 WHERE object_key = %s", (mp4,))
+    with pytest.raises(errors.KeyPendingDeletion), db.transaction() as tx:
+        tx.jobs.record_source_key(job.id, mp4)
+    assert outbox(raw) == [mp4]
+    drain_outbox(db, storage)
     with db.transaction() as tx:
         tx.jobs.record_source_key(job.id, mp4)
     assert outbox(raw) == [mov]
+
+
+def test_a_key_whose_removal_failed_before_is_not_taken_back(
+    db: Database, raw: Raw, storage: StorageRepo
+) -> None:
+    """A failed remove may have timed out while the server still runs it: refused as well."""
+    job = job_in(db, JobStatus.QUEUED)
+    mp4, _ = replaced_source(db, job.id)
+    raw.execute("UPDATE storage_deletions SET attempts = 1 WHERE object_key = %s", (mp4,))
+    with pytest.raises(errors.KeyPendingDeletion), db.transaction() as tx:
+        tx.jobs.record_source_key(job.id, mp4)
+    assert outbox(raw) == [mp4]
 
 
 def test_recording_waits_for_a_drain_claiming_the_key_then_refuses(
@@ -262,6 +289,10 @@ def test_reattach_under_a_live_claim_uploads_nothing(
             attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
         assert snapshot(raw) == before
         assert storage.download(mp4) == b"first mp4"  # not overwritten: no upload was sent
+    # The claim is dead now, but its DELETE could still land: refused until a drain confirms it.
+    with pytest.raises(errors.KeyPendingDeletion):
+        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+    drain_outbox(db, storage)
     attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
     assert storage.download(mp4) == b"second mp4"
     assert outbox(raw) == [mov]

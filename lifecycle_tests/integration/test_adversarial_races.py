@@ -1,0 +1,99 @@
+"""Adversarial races on issue 10's promise: no object lost, none orphaned, no outcome misreported.
+
+Each test holds one side open for real (a remove or upload waiting in the local Storage server, a
+drain's lock session killed with ``pg_terminate_backend``) and reads the outcome through an
+independent path: the ``raw`` connection for the tables, the bucket listing over HTTP for objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from lifecycle import errors
+from lifecycle.artifacts import attach_source
+from lifecycle.db import Database
+from lifecycle.db.tables import CLAIM_LOCK_CLASS
+from lifecycle.retention import DrainReport, drain_outbox
+from lifecycle.states import JobStatus
+from lifecycle.storage import StorageRepo, source_key
+from lifecycle_tests.integration._jobs_helpers import job_in, row
+from lifecycle_tests.integration.test_attach_races import Background, outbox, stored_keys, wait_until
+
+pytestmark = pytest.mark.integration
+
+Raw = psycopg.Connection[Any]
+
+#: How long a held remove waits in the local Storage server (never asserted as a duration).
+HOLD_SECONDS = 3.0
+
+
+def claimed(raw: Raw, key: str) -> bool:
+    found = raw.execute(
+        "SELECT count(*) FROM storage_deletions WHERE object_key = %s AND claimed_by IS NOT NULL", (key,)
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def kill_lock_session(raw: Raw, key: str) -> None:
+    """Terminate the session holding the advisory lock of the drain that claims ``key``'s row."""
+    found = raw.execute(
+        "SELECT l.pid FROM pg_locks l JOIN storage_deletions d ON d.claimed_by = l.objid::integer "
+        "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objsubid = 2 AND d.object_key = %s",
+        (CLAIM_LOCK_CLASS, key),
+    ).fetchone()
+    assert found is not None, "no session holds the claim's lock"
+    raw.execute("SELECT pg_terminate_backend(%s)", (found[0],))
+    wait_until(
+        lambda: not bool(
+            raw.execute(
+                "SELECT lifecycle_claim_alive(claimed_by) FROM storage_deletions WHERE object_key = %s",
+                (key,),
+            ).fetchone()[0]  # type: ignore[index]
+        ),
+        "the claim to die with its session",
+    )
+
+
+def test_reattach_after_the_drains_lock_session_dies_mid_remove_keeps_the_new_object(
+    db: Database, raw: Raw, storage: StorageRepo, storage_server: Any
+) -> None:
+    """.mp4 replaced by .mov (.mp4 queued); a drain sends the DELETE of .mp4 (held in the server), its
+    lock session is killed: the claim is dead, but the DELETE is still in flight. Re-attaching .mp4
+    in that window must not end with the job recording .mp4 and no .mp4 object: either the attach is
+    refused until the removal is confirmed, or the new object survives."""
+    job = job_in(db, JobStatus.QUEUED)
+    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
+    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
+    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    assert outbox(raw) == [mp4]
+    storage_server.set_faults(remove_delay_seconds=HOLD_SECONDS)
+    drain = Background(lambda: drain_outbox(db, storage))
+    wait_until(lambda: claimed(raw, mp4), "the drain to claim the .mp4 key")
+    kill_lock_session(raw, mp4)
+
+    refused = False
+    try:
+        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+    except errors.KeyPendingDeletion:
+        refused = True
+    report = drain.result()
+    assert isinstance(report, DrainReport)
+    storage_server.clear_faults()
+    drain_outbox(db, storage)  # whatever the first drain left
+
+    recorded = row(raw, job.id)["source_key"]  # type: ignore[index]
+    if refused:
+        assert recorded == mov
+        assert stored_keys(storage, job.id) == {mov}
+        assert outbox(raw) == []
+        # Once the removal is confirmed, attaching .mp4 works and its object stays.
+        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+        recorded = row(raw, job.id)["source_key"]  # type: ignore[index]
+        drain_outbox(db, storage)
+    assert recorded == mp4
+    assert stored_keys(storage, job.id) == {mp4}
+    assert storage.download(mp4) == b"second mp4"
+    assert outbox(raw) == []
