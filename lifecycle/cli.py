@@ -329,8 +329,6 @@ def cleanup(
             out.print(rendering.report_table(drained, "Outbox drain"))
             left = drained.work_left()
         else:
-            if storage is None and not dry_run:
-                err.print("storage is not configured (SUPABASE_URL): objects stay queued in the outbox")
             with rendering.progress_bar(err) as progress:
                 report = retention.cleanup(
                     db,
@@ -350,6 +348,9 @@ def cleanup(
             if plan_table is not None:
                 out.print(plan_table)
             left = report.work_left()
+            if storage is None and not dry_run:
+                # Said after the run: a run that fails (unreachable database) says only that.
+                err.print("storage is not configured (SUPABASE_URL): objects stay queued in the outbox")
     finally:
         if storage is not None:
             storage.close()

@@ -81,4 +81,6 @@ def translate(exc: BaseException, **context: Any) -> BaseException:
         return errors.DatabaseUnavailable(sqlstate=state)
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return errors.DatabaseUnavailable("the database connection was lost", sqlstate=state)
+    if state in ("42P01", "42703", "42883"):  # undefined table, column, function: schema not at head
+        return errors.LifecycleError("schema missing or behind: run `lifecycle migrate`", sqlstate=state)
     return errors.LifecycleError("database error", sqlstate=state)

@@ -71,3 +71,17 @@ def test_reconcile_refuses_a_grace_beyond_a_year(database_url: str) -> None:
     assert result.exit_code == 2, result.output
     assert "--grace-seconds" in result.stderr
     assert "OverflowError" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["seed", "--jobs", "3"], ["cleanup"], ["cleanup", "--drain-only", "--dry-run"], ["metrics"]]
+)
+def test_a_command_on_a_database_never_migrated_says_to_run_migrate(
+    empty_database_url: str, args: list[str]
+) -> None:
+    """It said "database error (sqlstate=42P01)": nothing an operator can act on."""
+    line = _one_line_error(_invoke(args, {"DATABASE_URL": empty_database_url}))
+    assert "lifecycle migrate" in line, line
+    with psycopg.connect(empty_database_url) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+        assert tables == (0,)
