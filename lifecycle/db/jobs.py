@@ -200,6 +200,9 @@ _LOCK_JOB = "SELECT status FROM jobs WHERE id = %(id)s FOR UPDATE"
 # may have timed out while the server still runs it; a dead claim taken over counts as an attempt).
 # Such a key is refused (``pending_deletion``) until a drain confirms it gone and deletes the row.
 # A row no DELETE was ever sent for is taken out of the outbox (``taken_back``): the job needs it.
+# A job id with a tombstone is a re-used one (a restored row): its old keys may wait in the chunk
+# rows phase 1 or a purge wrote (``chunked``), and the drain would remove them; refused as well. The
+# tombstone probe (a primary key lookup, an InitPlan) keeps the chunk-row scan off every other attach.
 _KEY_GUARD = f"""
 WITH job AS (
     SELECT {_COLUMNS},
@@ -214,9 +217,15 @@ WITH job AS (
     SELECT id, claimed_by IS NOT NULL OR attempts > 0 AS claimed
     FROM storage_deletions WHERE object_key = %(key)s
     FOR UPDATE
+), chunked AS (
+    SELECT 1 FROM storage_deletions
+    WHERE EXISTS (SELECT 1 FROM job_deletions WHERE job_id = %(id)s)
+      AND object_keys IS NOT NULL AND CAST(%(key)s AS text) = ANY(object_keys)
+    LIMIT 1
 ), verdict AS (
     SELECT job.*,
            coalesce(refused, CASE WHEN EXISTS (SELECT 1 FROM pending WHERE claimed)
+                                       OR EXISTS (SELECT 1 FROM chunked)
                                   THEN 'pending_deletion' END) AS outcome
     FROM job
 ), taken_back AS (

@@ -16,7 +16,7 @@ from lifecycle import errors
 from lifecycle.artifacts import attach_source
 from lifecycle.db import Database
 from lifecycle.db.tables import CLAIM_LOCK_CLASS
-from lifecycle.retention import DrainReport, drain_outbox
+from lifecycle.retention import DrainReport, cleanup, drain_outbox
 from lifecycle.states import JobStatus
 from lifecycle.storage import StorageRepo, source_key
 from lifecycle_tests.integration._jobs_helpers import job_in, row
@@ -96,4 +96,39 @@ def test_reattach_after_the_drains_lock_session_dies_mid_remove_keeps_the_new_ob
     assert recorded == mp4
     assert stored_keys(storage, job.id) == {mp4}
     assert storage.download(mp4) == b"second mp4"
+    assert outbox(raw) == []
+
+
+def test_a_restored_job_cannot_attach_a_key_still_queued_in_a_chunk_row(
+    db: Database, raw: Raw, storage: StorageRepo
+) -> None:
+    """Phase 1 queued the deleted job's keys as a chunk row; the job's row comes back (a restore
+    re-uses its id) and attaches the same key before the drain ran. The drain must not remove the
+    restored job's new object: the attach is refused until the old key is confirmed gone."""
+    job = job_in(db, JobStatus.QUEUED)
+    mp4 = source_key(job.id, "mp4")
+    attach_source(db, storage, job.id, b"old mp4", "mp4", "video/mp4")
+    raw.execute("UPDATE jobs SET expires_at = now() - interval '1 minute' WHERE id = %s", (job.id,))
+    cleanup(db, None)  # phase 1 only: the key waits in a chunk row
+    assert outbox(raw) == [mp4]
+    raw.execute(
+        "INSERT INTO jobs (id, status, params, expires_at) "
+        "VALUES (%s, 'queued', '{}', now() + interval '1 day')",
+        (job.id,),
+    )
+
+    refused = False
+    try:
+        attach_source(db, storage, job.id, b"new mp4", "mp4", "video/mp4")
+    except errors.KeyPendingDeletion:
+        refused = True
+    drain_outbox(db, storage)
+    if refused:
+        assert row(raw, job.id)["source_key"] is None  # type: ignore[index]
+        assert stored_keys(storage, job.id) == set()
+        attach_source(db, storage, job.id, b"new mp4", "mp4", "video/mp4")
+        drain_outbox(db, storage)
+    assert row(raw, job.id)["source_key"] == mp4  # type: ignore[index]
+    assert stored_keys(storage, job.id) == {mp4}
+    assert storage.download(mp4) == b"new mp4"
     assert outbox(raw) == []
