@@ -123,7 +123,8 @@ def migrate(check: bool) -> None:
         if check:
             current = migrations.current_revision(db.engine)
             if current != head:
-                click.echo(f"database is at {current}, head is {head}: run `lifecycle migrate`", err=True)
+                at = current or "base (no schema)"
+                click.echo(f"database is at {at}, head is {head}: run `lifecycle migrate`", err=True)
                 sys.exit(1)
             drift = migrations.drift(db.engine)
             if drift:
@@ -295,8 +296,9 @@ def cleanup(
     Exit status:
       0  all done: no expired job left behind, the outbox empty (a dry run: always 0)
       1  work left undone: expired jobs a limit left, objects still queued, failed
-         or claimed by another live run; one line on stderr says what
-      2  error (bad option, wrong key, database or storage unreachable): one line on stderr
+         (Storage down included) or claimed by another live run; one line on stderr
+         says what
+      2  error (bad option, wrong key, database unreachable): one line on stderr
     """
     from rich.console import Console
 

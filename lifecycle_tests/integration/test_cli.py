@@ -85,3 +85,13 @@ def test_a_command_on_a_database_never_migrated_says_to_run_migrate(
     with psycopg.connect(empty_database_url) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
         assert tables == (0,)
+
+
+def test_migrate_check_on_a_database_never_migrated_names_no_revision_none(empty_database_url: str) -> None:
+    """It said "database is at None, head is 0002"."""
+    result = _invoke(["migrate", "--check"], {"DATABASE_URL": empty_database_url})
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "None" not in line, line
+    assert line.startswith("database is at base (no schema), head is "), line
+    assert line.endswith("run `lifecycle migrate`")
