@@ -401,7 +401,10 @@ class StorageRepo:
             reason = self._redact(exc.message)
             result.failed.extend(RemoveFailure(key, reason, exc.status, exc.code) for key, _ in chunk)
             return
-        reported = {str(row.get("name")) for row in rows if isinstance(row, dict)}
+        # Anything but a list of objects (``null``, a dict, a string: a proxy or a broken server
+        # answering 200) reports nothing removed; the existence check below decides for every key.
+        listed = rows if isinstance(rows, list) else []
+        reported = {str(row.get("name")) for row in listed if isinstance(row, dict)}
         unreported: list[tuple[str, str]] = []
         for key, path in chunk:
             if path in reported:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -17,6 +18,7 @@ from lifecycle.artifacts import attach_source
 from lifecycle.db import Database
 from lifecycle.db.tables import CLAIM_LOCK_CLASS
 from lifecycle.retention import DrainReport, cleanup, drain_outbox
+from lifecycle.settings import Settings
 from lifecycle.states import JobStatus
 from lifecycle.storage import StorageRepo, source_key
 from lifecycle_tests.integration._jobs_helpers import job_in, row
@@ -132,3 +134,48 @@ def test_a_restored_job_cannot_attach_a_key_still_queued_in_a_chunk_row(
     assert stored_keys(storage, job.id) == {mp4}
     assert storage.download(mp4) == b"new mp4"
     assert outbox(raw) == []
+
+
+class _OddRemoveAnswers(httpx.BaseTransport):
+    """Forwards every request to the local Storage server, except removes: answered 200 with
+    ``body`` (not the list of removed objects the API sends) and nothing deleted."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._real = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE" and "/object/" in request.url.path:
+            return httpx.Response(200, content=self._body, headers={"content-type": "application/json"})
+        return self._real.handle_request(request)
+
+    def close(self) -> None:
+        self._real.close()
+
+
+@pytest.mark.parametrize("body", [b"null", b"{}", b'"ok"', b"[1, null]", b'{"name": "x"}', b"not json"])
+def test_a_remove_answered_200_with_a_body_that_is_not_a_list_counts_nothing_gone(
+    db: Database, raw: Raw, storage: StorageRepo, storage_settings: Settings, storage_server: Any, body: bytes
+) -> None:
+    """Storage answers 200 but not with the list of removed objects: no key counts as gone, the
+    outbox keeps every row, the drain ends (no crash) and says work is left."""
+    job = job_in(db, JobStatus.QUEUED)
+    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
+    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
+    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    assert storage_settings.supabase_service_role_key is not None
+    odd = StorageRepo.connect(
+        storage_server.url,
+        storage_settings.supabase_service_role_key.get_secret_value(),
+        http_client=httpx.Client(transport=_OddRemoveAnswers(body)),
+        layout=storage.layout,
+        backoff_seconds=0.01,
+    )
+    try:
+        report = drain_outbox(db, odd)
+    finally:
+        odd.close()
+    assert (report.objects_removed, report.objects_absent, report.objects_failed) == (0, 0, 1)
+    assert report.work_left() is not None
+    assert outbox(raw) == [mp4]
+    assert stored_keys(storage, job.id) == {mp4, mov}
