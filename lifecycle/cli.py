@@ -329,7 +329,7 @@ def cleanup(
                     progress=progress,
                 )
             out.print(rendering.report_table(drained, "Outbox drain"))
-            left = drained.work_left()
+            left = _with_first_error(drained.work_left(), drained.errors)
         else:
             with rendering.progress_bar(err) as progress:
                 report = retention.cleanup(
@@ -349,7 +349,7 @@ def cleanup(
             plan_table = rendering.plan_table(report)
             if plan_table is not None:
                 out.print(plan_table)
-            left = report.work_left()
+            left = _with_first_error(report.work_left(), report.errors)
             if storage is None and not dry_run:
                 # Said after the run: a run that fails (unreachable database) says only that.
                 err.print("storage is not configured (SUPABASE_URL): objects stay queued in the outbox")
@@ -360,6 +360,14 @@ def cleanup(
     if left:
         click.echo(f"work left: {redact_known(left)}", err=True)
         sys.exit(1)
+
+
+def _with_first_error(left: str | None, run_errors: list[str]) -> str | None:
+    """The work-left line with the run's first storage error: the cause (Storage down, a key it
+    rejects) is otherwise only in the outbox's ``last_error``."""
+    if left and run_errors:
+        return f"{left}; first error: {' '.join(run_errors[0].split())}"
+    return left
 
 
 @main.command()

@@ -95,3 +95,25 @@ def test_migrate_check_on_a_database_never_migrated_names_no_revision_none(empty
     assert "None" not in line, line
     assert line.startswith("database is at base (no schema), head is "), line
     assert line.endswith("run `lifecycle migrate`")
+
+
+@pytest.mark.parametrize("args", [["cleanup"], ["cleanup", "--drain-only"]])
+def test_work_left_says_why_the_objects_failed(database_url: str, raw: Raw, args: list[str]) -> None:
+    """With Storage down (or a key Storage rejects) the line said only "3 object(s) still queued for
+    removal (3 failed)": the cause was in the outbox's last_error, nowhere in the output."""
+    insert_jobs(raw, 2)
+    env = {
+        "DATABASE_URL": database_url,
+        "SUPABASE_URL": "http://127.0.0.1:1",  # nothing listens: every remove fails
+        "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_cli-test-key-0123456789",
+    }
+    if args == ["cleanup", "--drain-only"]:
+        assert _invoke(["cleanup"], env).exit_code == 1
+        raw.execute("UPDATE storage_deletions SET next_attempt_at = now()")
+    result = _invoke(args, env)
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("work left: 4 object(s) still queued"), last
+    assert "unreachable" in last, last
+    assert "cli-test-key" not in result.output
+    assert count(raw, "SELECT count(*) FROM storage_deletions") > 0
