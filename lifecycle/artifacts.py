@@ -20,9 +20,9 @@ Attach and cleanup serialise on the job row:
   ``KeyPendingDeletion``: attach again once a drain has confirmed the old object gone.
 - After the upload, one short read confirms that the job still exists and still records the key.
   If the job is gone (retention deleted it while the bytes were in flight), the object is removed
-  and ``JobNotFound`` raised; if the key was replaced meanwhile, the object is removed (with the row
-  held, so nobody can record the key again in between; the key is queued for deletion too, should
-  the removal fail) and ``KeyReplaced`` raised.
+  and ``JobNotFound`` raised; if the key was replaced meanwhile, the key is queued for deletion (so
+  nobody records it again before a drain confirms it gone), the object removed and ``KeyReplaced``
+  raised.
 """
 
 from __future__ import annotations
@@ -142,11 +142,13 @@ def _confirm(db: Database, storage: StorageRepo, job: UUID, key: str, run_id: st
         with db.transaction(run_id=run_id) as tx:
             if tx.jobs.records_key(job, key):
                 return
-            # Replaced. While the row is locked nobody can record the key again, so removing the
-            # object cannot remove the upload of a later attach of the same key.
+            # Replaced. The key is queued (committed) before the DELETE is sent, with an attempt
+            # counted: nobody can record it again until a drain confirms it gone, so this DELETE,
+            # even one that lands after this call gave up on it, cannot remove a later attach's
+            # upload; and if this process dies mid-call, the drain still removes the object.
             if not tx.jobs.queue_unrecorded_key(job, key):
                 return  # recorded again in between: the object is the job's
-            _remove_own(storage, key, "the key was replaced while uploading")
+        _remove_own(storage, key, "the key was replaced while uploading")
     except errors.JobNotFound:
         # The row is gone and a job id never comes back: the object is this call's alone to remove.
         if not _remove_own(storage, key, "the job was deleted while uploading"):

@@ -277,18 +277,20 @@ SELECT coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(resu
 FROM jobs WHERE id = %(id)s
 """
 
-# An upload that landed after its key was replaced: while the row is locked nobody can record the
-# key again, and the key goes (back) to the outbox so its object is removed even if the caller's
-# own removal fails.
+# An upload that landed after its key was replaced: the key goes (back) to the outbox, so its
+# object is removed even if the caller's own removal fails, with an attempt counted: the caller is
+# about to send a DELETE that may still be in flight when it gives up, so nobody may take the key
+# back (record it again) until a drain has confirmed it gone.
 _QUEUE_UNRECORDED_KEY = """
 WITH job AS (
     SELECT id, coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(result_keys) AS records
     FROM jobs WHERE id = %(id)s
     FOR UPDATE
 ), queued AS (
-    INSERT INTO storage_deletions (object_key, job_id, run_id)
-    SELECT %(key)s, id, %(run_id)s FROM job WHERE NOT records
-    ON CONFLICT (object_key) DO NOTHING
+    INSERT INTO storage_deletions (object_key, job_id, run_id, attempts, last_error)
+    SELECT %(key)s, id, %(run_id)s, 1, 'removed by the attach whose upload landed after a replacement'
+    FROM job WHERE NOT records
+    ON CONFLICT (object_key) DO UPDATE SET attempts = storage_deletions.attempts + 1
 )
 SELECT records FROM job
 """
@@ -622,9 +624,10 @@ SELECT id FROM moved
     def queue_unrecorded_key(self, job_id: UUID | str, key: str) -> bool:
         """Lock the job; if it no longer records ``key``, queue ``key`` for deletion and return True.
 
-        For an upload that landed after its key was replaced: the row stays locked until the
-        transaction ends, so the key cannot be recorded again while the caller removes the object.
-        False (nothing queued) if the job records the key; ``JobNotFound`` if it is gone.
+        For an upload that landed after its key was replaced, before the caller removes it: the
+        queued row counts an attempt, so the key cannot be recorded again until a drain confirms it
+        gone (the caller's DELETE may outlive the caller). False (nothing queued) if the job records
+        the key; ``JobNotFound`` if it is gone.
         """
         job_uuid = as_uuid(job_id, "job_id")
         with operation("jobs", "queue_unrecorded_key", job_uuid):

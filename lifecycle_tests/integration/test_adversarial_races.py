@@ -7,6 +7,7 @@ independent path: the ``raw`` connection for the tables, the bucket listing over
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -179,3 +180,48 @@ def test_a_remove_answered_200_with_a_body_that_is_not_a_list_counts_nothing_gon
     assert report.work_left() is not None
     assert outbox(raw) == [mp4]
     assert stored_keys(storage, job.id) == {mp4, mov}
+
+
+def test_an_attach_whose_own_cleanup_remove_timed_out_does_not_let_the_key_be_taken_back(
+    db: Database, raw: Raw, storage: StorageRepo, storage_settings: Settings, storage_server: Any
+) -> None:
+    """Attach A's .mp4 upload is held; .mov replaces it; A's upload lands and A removes it again,
+    but that DELETE times out on A's side while the server still runs it. Attaching .mp4 again in
+    that window must not end with the job recording .mp4 and its object removed by A's late DELETE."""
+    job = job_in(db, JobStatus.QUEUED)
+    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
+    assert storage_settings.supabase_service_role_key is not None
+    # A's client gives up on a request after 3 s and does not retry: its DELETE (held 6 s) times out.
+    slow = StorageRepo.connect(
+        storage_server.url,
+        storage_settings.supabase_service_role_key.get_secret_value(),
+        http_client=httpx.Client(timeout=3.0),
+        layout=storage.layout,
+        retries=1,
+    )
+    try:
+        storage_server.set_faults(upload_delay_seconds=1.5, remove_delay_seconds=6)
+        a = Background(lambda: attach_source(db, slow, job.id, b"first mp4", "mp4", "video/mp4"))
+        wait_until(lambda: row(raw, job.id)["source_key"] == mp4, "A to record .mp4")  # type: ignore[index]
+        with db.transaction() as tx:
+            tx.jobs.record_source_key(job.id, mov)  # .mov replaces .mp4 while A's bytes are held
+        with pytest.raises(errors.KeyReplaced):
+            a.result()
+    finally:
+        slow.close()
+    storage_server.clear_faults()  # A's DELETE is still waiting in the server
+    refused = False
+    try:
+        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+    except errors.KeyPendingDeletion:
+        refused = True
+    time.sleep(6)  # let A's late DELETE land (a wait, not an assertion on time)
+    drain_outbox(db, storage)
+    if refused:
+        assert stored_keys(storage, job.id) == set()
+        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+        drain_outbox(db, storage)
+    assert row(raw, job.id)["source_key"] == mp4  # type: ignore[index]
+    assert stored_keys(storage, job.id) == {mp4}  # .mov replaced and removed by the drain
+    assert storage.download(mp4) == b"second mp4"
+    assert outbox(raw) == []
