@@ -346,10 +346,16 @@ LOCK_FOR_PURGE = sa.text("SELECT id, status FROM jobs WHERE id = ANY(:ids) ORDER
 
 TOMBSTONED = sa.text("SELECT job_id FROM job_deletions WHERE job_id = ANY(:ids)")
 
-#: Reconciliation: which of these job ids have a row, which keys are already queued.
-EXISTING_JOBS = sa.text("SELECT id FROM jobs WHERE id = ANY(:ids)")
-#: Single-key rows through the unique index; chunk rows by scanning them (only asked for keys whose
-#: job row is gone, and chunk rows exist only between a phase 1 and its drain).
+#: Reconciliation: which listed keys their job records (as its source or a result): any other key is not the
+#: job's object any more, or never was (a job gone, a key replaced, an upload by hand).
+RECORDED_KEYS = sa.text(
+    """
+    SELECT u.k FROM unnest(CAST(:keys AS text[]), CAST(:job_ids AS uuid[])) AS u(k, j)
+    JOIN jobs ON jobs.id = u.j AND (jobs.source_key = u.k OR u.k = ANY(jobs.result_keys))
+    """
+)
+#: Which keys are already queued. Single-key rows through the unique index; chunk rows by scanning
+#: them (only asked for keys no job records, and chunk rows exist only between a phase 1 and its drain).
 QUEUED_KEYS = sa.text(
     """
     SELECT object_key FROM storage_deletions WHERE object_key = ANY(:keys)
@@ -358,11 +364,23 @@ QUEUED_KEYS = sa.text(
     WHERE d.object_keys IS NOT NULL AND k.key = ANY(:keys)
     """
 )
+#: Queue orphans, but never a key its job records by now.
 QUEUE_KEYS = sa.text(
     """
+    -- The jobs are locked (FOR SHARE) and re-read: a key an attach records meanwhile is not queued
+    -- (an attach waits for this lock, then takes back a key this queued and no drain tried yet).
+    WITH u AS (
+        SELECT k, j FROM unnest(CAST(:keys AS text[]), CAST(:job_ids AS uuid[])) AS u(k, j)
+    ), locked AS (
+        SELECT id, source_key, result_keys FROM jobs WHERE id IN (SELECT j FROM u) FOR SHARE
+    )
     INSERT INTO storage_deletions (object_key, job_id, run_id, next_attempt_at)
-    SELECT k, j, :run_id, now() FROM unnest(CAST(:keys AS text[]), CAST(:job_ids AS uuid[])) AS u(k, j)
+    SELECT u.k, u.j, :run_id, now() FROM u
+    WHERE NOT EXISTS (
+        SELECT 1 FROM locked l WHERE l.id = u.j AND (l.source_key = u.k OR u.k = ANY(l.result_keys))
+    )
     ON CONFLICT (object_key) DO NOTHING
+    RETURNING object_key
     """
 )
 

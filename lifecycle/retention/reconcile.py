@@ -1,8 +1,10 @@
 """Orphan reconciliation: objects whose job row is gone, and job rows whose objects are gone.
 
-An orphan is an object whose key parses to a job id with no ``jobs`` row, that is not already
-queued in ``storage_deletions``, and that is older than the grace period (an upload racing its
-row is left alone). A dry run (the default) only reports; a real run queues orphans in the outbox,
+An orphan is an object whose key no job records (its job row is gone, or the job records another
+key: a replaced key whose removal was lost with a crashed process, an upload by hand), that is not
+already queued in ``storage_deletions``, and that is older than the grace period (an upload racing
+its row is left alone; attach records a key before its bytes are sent, so a live upload is never
+an orphan). A dry run (the default) only reports; a real run queues orphans in the outbox,
 and the next cleanup (or ``drain_outbox``) removes them.
 """
 
@@ -48,18 +50,22 @@ def _check_page(
     dry_run: bool,
     run_id: str | None,
 ) -> None:
-    ids = sorted({job_id for _, job_id, _ in page})
     with db.transaction(run_id=run_id) as tx:
         conn = tx.connection
-        existing = set(conn.execute(queries.EXISTING_JOBS, {"ids": ids}).scalars())
-        # Only keys whose row is gone can be pending (this also keeps the chunk-row scan rare).
-        candidates = [key for key, job_id, _ in page if job_id not in existing]
+        recorded = set(
+            conn.execute(
+                queries.RECORDED_KEYS,
+                {"keys": [key for key, _, _ in page], "job_ids": [job_id for _, job_id, _ in page]},
+            ).scalars()
+        )
+        # Only keys no job records can be pending (this also keeps the chunk-row scan rare).
+        candidates = [key for key, _, _ in page if key not in recorded]
         queued = (
             set(conn.execute(queries.QUEUED_KEYS, {"keys": candidates}).scalars()) if candidates else set()
         )
         orphans: list[tuple[str, UUID]] = []
         for key, job_id, created in page:
-            if job_id in existing:
+            if key in recorded:
                 continue
             if key in queued:
                 report.pending_in_outbox += 1
@@ -73,11 +79,12 @@ def _check_page(
             if len(report.orphan_sample) < SAMPLE_SIZE:
                 report.orphan_sample.append(key)
         if orphans and not dry_run:
-            conn.execute(
+            # A key its job records by now (an attach since the listing) is left out here.
+            queued_now = conn.execute(
                 queries.QUEUE_KEYS,
                 {"keys": [k for k, _ in orphans], "job_ids": [j for _, j in orphans], "run_id": run_id},
-            )
-            report.orphans_queued += len(orphans)
+            ).rowcount
+            report.orphans_queued += queued_now
     for key, job_id in orphans:
         with logs.bound(job_id=job_id, run_id=run_id):
             _log.info("orphan object" + ("" if dry_run else " queued for removal"), key=key)

@@ -92,3 +92,36 @@ def test_keys_queued_by_phase_one_are_pending_not_orphans(db, raw, storage):
     assert count(raw, "SELECT count(*) FROM storage_deletions WHERE object_key IS NOT NULL") == 0
     assert drain_outbox(db, storage).objects_removed == 10
     assert not listed(storage) & set(keys_of(old))
+
+
+def test_an_object_its_live_job_does_not_record_is_an_orphan(db, raw, storage):
+    """A live job whose source was replaced (.mp4 -> .mov) by a process that died before queueing
+    the old key: the .mp4 object belongs to no row. Reconciliation finds it although the job exists,
+    queues it, the drain removes it, and the recorded .mov stays."""
+    job = insert_jobs(raw, 1, expires_in_seconds=86_400)[0]
+    old, recorded = source_key(job, "mov"), keys_of([job])  # insert_jobs records the .mp4 keys
+    for key in [old, *recorded]:
+        storage.upload(key, b"x", "video/mp4")
+
+    dry = reconcile_orphans(db, storage, grace_seconds=0)
+    assert (dry.orphans_found, dry.orphan_sample) == (1, [old])
+
+    applied = reconcile_orphans(db, storage, dry_run=False, grace_seconds=0)
+    assert applied.orphans_queued == 1
+    assert drain_outbox(db, storage).objects_removed == 1
+    assert listed(storage) == set(recorded)
+
+
+def test_queueing_skips_a_key_its_job_records_by_then(db, raw, storage):
+    """Between the listing and the queueing an attach records the key: it is not queued (the insert
+    re-reads the job under a share lock), so the drain cannot remove a live object."""
+    from lifecycle.retention import queries
+
+    job = insert_jobs(raw, 1, expires_in_seconds=86_400)[0]
+    key = result_key(job, "mp4")  # recorded by insert_jobs
+    with db.transaction() as tx:
+        queued = tx.connection.execute(
+            queries.QUEUE_KEYS, {"keys": [key], "job_ids": [job], "run_id": "r"}
+        ).rowcount
+    assert queued == 0
+    assert count(raw, "SELECT count(*) FROM storage_deletions") == 0
