@@ -64,6 +64,8 @@ class ObjectStore(Protocol):
     @property
     def is_service_role(self) -> bool: ...
 
+    def check_key_accepted(self) -> None: ...
+
     def remove(self, keys: Iterable[str]) -> RemoveResult: ...
 
     def iter_keys(self, kind: ObjectKind | str, *, page_size: int = ...) -> Iterator[StoredObject]: ...
@@ -71,9 +73,13 @@ class ObjectStore(Protocol):
 
 def require_service_role(storage: ObjectStore) -> None:
     """Refuse (``errors.ServiceRoleRequired``) a store whose key cannot see every object: its removes
-    delete nothing and its existence checks find nothing, so "not found" would read as "gone"."""
+    delete nothing and its existence checks find nothing, so "not found" would read as "gone"; and
+    (``errors.ConfigurationError``) one whose key the server refuses."""
     if not storage.is_service_role:
         raise errors.ServiceRoleRequired()
+    # A key that reads as the service role but that the server refuses (rotated, forged, another
+    # project's) would fail every removal after phase 1 deleted the rows: ask the server first.
+    storage.check_key_accepted()
 
 
 def _by_bucket(rows: Sequence[tuple[int, str]]) -> list[list[tuple[int, str]]]:

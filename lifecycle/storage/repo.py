@@ -241,6 +241,21 @@ class StorageRepo:
         if not self.is_service_role:
             raise errors.ServiceRoleRequired()
 
+    def check_key_accepted(self) -> None:
+        """One request (list the buckets): ``errors.ConfigurationError`` when the server refuses the
+        key. A rotated, forged or other project's key reads as the service role offline; only the
+        server can say. A server that cannot be reached (or answers 5xx) says nothing about the key:
+        that is left for the removals themselves to find."""
+        try:
+            self._call("list_buckets", None, None, self._client.list_buckets)
+        except errors.StorageError as exc:
+            if exc.code == "connection_error" or (exc.status or "").startswith("5"):
+                return
+            raise errors.ConfigurationError(
+                f"Storage refused the key (HTTP {exc.status}: {exc.message})",
+                variable="SUPABASE_SERVICE_ROLE_KEY",
+            ) from exc
+
     def close(self) -> None:
         """Close the HTTP connections."""
         if self._http_client is not None:

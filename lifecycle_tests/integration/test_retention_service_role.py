@@ -200,3 +200,52 @@ def test_a_key_the_service_role_check_confirms_missing_is_absent() -> None:
     with _scripted_repo([], [{"path": PATH, "error": MISSING, "signedURL": None}]) as repo:
         result = repo.remove([KEY])
     assert (result.removed, result.absent, result.failed) == ([], [KEY], [])
+
+
+def test_a_service_role_key_the_server_refuses_stops_the_run_before_phase_one(
+    db, raw, storage, storage_server, storage_settings
+) -> None:
+    """A key that reads as the service role offline (a rotated key, another project's, a forgery)
+    but that Storage refuses: the run stops before phase 1 deletes anything, in one typed error."""
+    from lifecycle.devstack.storage_server import mint_key
+
+    expired = insert_jobs(raw, 3)
+    for key in keys_of(expired):
+        storage.upload(key, b"x", "video/mp4")
+    tables, objects = snapshot(raw), listed(storage)
+    forged = StorageRepo.connect(
+        storage_server.url,
+        mint_key("not-the-servers-secret-" + "x" * 32, "service_role"),
+        layout=BucketLayout.single(storage_settings.supabase_storage_bucket),
+        retries=1,
+    )
+    try:
+        assert forged.is_service_role
+        with pytest.raises(errors.ConfigurationError, match="Storage refused the key") as info:
+            cleanup(db, forged)
+        assert info.value.variable == "SUPABASE_SERVICE_ROLE_KEY"
+        with pytest.raises(errors.ConfigurationError):
+            drain_outbox(db, forged)
+    finally:
+        forged.close()
+    assert snapshot(raw) == tables
+    assert listed(storage) == objects
+
+
+def test_an_unreachable_server_does_not_stop_phase_one(db, raw, storage_settings) -> None:
+    """Storage down says nothing about the key: phase 1 runs (the keys wait in the outbox) and the
+    report says the work left."""
+    expired = insert_jobs(raw, 2)
+    down = StorageRepo.connect(
+        "http://127.0.0.1:9",
+        _jwt({"role": "service_role"}),
+        layout=BucketLayout.single(storage_settings.supabase_storage_bucket),
+        retries=1,
+    )
+    try:
+        report = cleanup(db, down)
+    finally:
+        down.close()
+    assert report.jobs_deleted == len(expired)
+    assert report.work_left() is not None
+    assert count(raw, QUEUED_KEYS) == 4
