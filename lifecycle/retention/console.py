@@ -25,15 +25,21 @@ def progress_bar(console: Console) -> Iterator[Any]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, TaskID] = {}
+    bar = Progress(*columns, console=console, transient=False)
+    tasks: dict[str, TaskID] = {}
 
-        def update(phase: str, done: int, total: int | None) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(_LABELS.get(phase, phase), total=total)
-            bar.update(tasks[phase], completed=done, total=total)
+    def update(phase: str, done: int, total: int | None) -> None:
+        if not tasks:
+            bar.start()  # drawn on first progress: a run that fails at once prints its error line alone
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(_LABELS.get(phase, phase), total=total)
+        bar.update(tasks[phase], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _value(value: Any) -> str:
