@@ -23,8 +23,7 @@ _CONSTRAINTS: dict[str, tuple[type[errors.LifecycleError], str]] = {
     "ck_jobs_lease": (errors.InvalidInput, "only a processing job holds a lease"),
     "uq_api_keys_key_id": (errors.InvalidInput, "an API key with this key id exists"),
     "fk_jobs_api_key_id_api_keys": (errors.InvalidInput, "unknown API key"),
-    "ck_jobs_source_key_owner": (errors.InvalidInput, "not this job's own source key"),
-    "ck_jobs_result_keys_owner": (errors.InvalidInput, "not this job's own result key"),
+    "ck_jobs_keys_owner": (errors.InvalidInput, "a key that is not this job's own"),
 }
 
 _UNAVAILABLE_CLASSES = ("08", "28", "53", "57P", "3D")

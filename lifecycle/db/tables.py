@@ -63,10 +63,7 @@ jobs = sa.Table(
     sa.CheckConstraint("status = 'processing' OR lease_expires_at IS NULL", name="lease"),
     # A row records only its own objects' keys (functions created by migration 0002), so no client
     # can point one job at another's object, a path outside the layout or a wildcard.
-    sa.CheckConstraint(
-        "source_key IS NULL OR lifecycle_is_source_key(id, source_key)", name="source_key_owner"
-    ),
-    sa.CheckConstraint("lifecycle_are_result_keys(id, result_keys)", name="result_keys_owner"),
+    sa.CheckConstraint("lifecycle_owns_keys(id, source_key, result_keys)", name="keys_owner"),
     sa.Index("idx_jobs_status_created_at", "status", "created_at", "id"),
     sa.Index("idx_jobs_expires_at", "expires_at"),
     sa.Index("idx_jobs_api_key_id", "api_key_id"),

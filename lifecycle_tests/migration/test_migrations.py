@@ -102,7 +102,7 @@ def test_0002_drops_keys_that_are_not_the_rows_own(empty_database_url: str) -> N
             )
         assert rows == {a: (own_source, [own_result]), b: (None, [])}
         assert dropped == sorted([(a, "results/*"), (b, "../../etc/passwd"), (b, own_result)])
-        with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError, match="ck_jobs_source_key_owner"):
+        with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError, match="ck_jobs_keys_owner"):
             conn.execute(sa.text("UPDATE jobs SET source_key = :k WHERE id = :b"), {"k": own_source, "b": b})
     finally:
         engine.dispose()

@@ -224,9 +224,9 @@ def test_the_database_and_the_repository_agree_on_a_jobs_own_keys(raw: Conn, kin
         return True
 
     query = (
-        "SELECT lifecycle_is_source_key(%s, %s)"
+        "SELECT lifecycle_owns_keys(%s, %s, '{}')"
         if kind == "sources"
-        else "SELECT lifecycle_are_result_keys(%s, ARRAY[%s]::text[])"
+        else "SELECT lifecycle_owns_keys(%s, NULL, ARRAY[%s]::text[])"
     )
     disagree = [
         key

@@ -1,6 +1,7 @@
 """Object keys bound to their job; outbox claims owned by a live run.
 
 - ``jobs.source_key`` and every ``jobs.result_keys`` entry must be this row's own key
+  (``ck_jobs_keys_owner``, ``lifecycle_owns_keys(id, source_key, result_keys)``)
   (``sources/{id}/source.<ext>``, ``results/{id}/clip.<ext>``, ``ext`` 1-16 of ``[a-z0-9]``), so no
   client (the repository, the SQL editor, PostgREST) can record another job's object, a path
   outside the layout or a wildcard, and purging one job can never remove another's object. Keys
@@ -30,24 +31,23 @@ depends_on: str | Sequence[str] | None = None
 # 1818458467 is the first key of the two-key advisory locks that own outbox claims (ASCII "lcyc",
 # ``lifecycle.db.tables.CLAIM_LOCK_CLASS``); the second key is the claiming drain's token.
 # Fixed offsets: 'sources/' and 'results/' are 8 characters, a UUID's text 36, then '/': the file
-# name starts at character 46. The regular expressions are constant, so PostgreSQL compiles them once.
-# The CHECK runs on every write of a row: the source test is an inlinable SQL expression; the array
-# test is PL/pgSQL, whose plan is cached per session (a SQL function over unnest() is planned again
-# for each statement: about 25% off a one-row UPDATE, against about 10% for this form; BENCHMARKS.md).
+# name starts at character 46. One PL/pgSQL function checks both columns: a CHECK runs on every
+# write of a row, and this form cost about half of a SQL expression for the source plus PL/pgSQL for
+# the results (a SQL function over unnest() was worse still: planned again for each statement).
 _FUNCTIONS = """
-CREATE FUNCTION lifecycle_is_source_key(job_id uuid, key text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT starts_with(key, 'sources/' || job_id::text || '/')
-       AND substr(key, 46) ~ '^source\\.[a-z0-9]{1,16}$'
-$$;
-CREATE FUNCTION lifecycle_are_result_keys(job_id uuid, keys text[]) RETURNS boolean
+CREATE FUNCTION lifecycle_owns_keys(job_id uuid, source text, results text[]) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
-    prefix text := 'results/' || job_id::text || '/';
+    id_text text := job_id::text;
     k text;
 BEGIN
-    FOREACH k IN ARRAY keys LOOP
-        IF k IS NULL OR NOT starts_with(k, prefix) OR substr(k, 46) !~ '^clip\\.[a-z0-9]{1,16}$' THEN
+    IF source IS NOT NULL AND NOT (substr(source, 1, 45) = 'sources/' || id_text || '/'
+                                   AND substr(source, 46) ~ '^source\\.[a-z0-9]{1,16}$') THEN
+        RETURN false;
+    END IF;
+    FOREACH k IN ARRAY results LOOP
+        IF k IS NULL OR NOT (substr(k, 1, 45) = 'results/' || id_text || '/'
+                             AND substr(k, 46) ~ '^clip\\.[a-z0-9]{1,16}$') THEN
             RETURN false;
         END IF;
     END LOOP;
@@ -68,16 +68,15 @@ $$;
 _DROP_INVALID_KEYS = """
 WITH bad AS (
     SELECT id, source_key,
-           ARRAY(SELECT k FROM unnest(result_keys) AS k WHERE NOT lifecycle_are_result_keys(id, ARRAY[k]))
+           ARRAY(SELECT k FROM unnest(result_keys) AS k WHERE NOT lifecycle_owns_keys(id, NULL, ARRAY[k]))
                AS bad_results
     FROM jobs
-    WHERE NOT (source_key IS NULL OR lifecycle_is_source_key(id, source_key))
-       OR NOT lifecycle_are_result_keys(id, result_keys)
+    WHERE NOT lifecycle_owns_keys(id, source_key, result_keys)
 ), fixed AS (
     UPDATE jobs AS j
-    SET source_key = CASE WHEN lifecycle_is_source_key(j.id, j.source_key) THEN j.source_key END,
+    SET source_key = CASE WHEN lifecycle_owns_keys(j.id, j.source_key, '{}') THEN j.source_key END,
         result_keys = ARRAY(SELECT k FROM unnest(j.result_keys) AS k
-                            WHERE lifecycle_are_result_keys(j.id, ARRAY[k])),
+                            WHERE lifecycle_owns_keys(j.id, NULL, ARRAY[k])),
         version = j.version + 1, updated_at = now()
     FROM bad WHERE j.id = bad.id
     RETURNING j.id
@@ -86,7 +85,7 @@ INSERT INTO job_events (job_id, type, data)
 SELECT bad.id, 'key_dropped', jsonb_build_object('key', k.key, 'why', 'not this job''s own key')
 FROM bad
 CROSS JOIN LATERAL unnest(
-    CASE WHEN bad.source_key IS NULL OR lifecycle_is_source_key(bad.id, bad.source_key)
+    CASE WHEN lifecycle_owns_keys(bad.id, bad.source_key, '{}')
          THEN bad.bad_results ELSE array_prepend(bad.source_key, bad.bad_results) END
 ) AS k(key)
 WHERE bad.id IN (SELECT id FROM fixed)
@@ -97,12 +96,7 @@ def upgrade() -> None:
     op.execute(_FUNCTIONS)
     op.execute(_DROP_INVALID_KEYS)
     op.create_check_constraint(
-        op.f("ck_jobs_source_key_owner"),
-        "jobs",
-        "source_key IS NULL OR lifecycle_is_source_key(id, source_key)",
-    )
-    op.create_check_constraint(
-        op.f("ck_jobs_result_keys_owner"), "jobs", "lifecycle_are_result_keys(id, result_keys)"
+        op.f("ck_jobs_keys_owner"), "jobs", "lifecycle_owns_keys(id, source_key, result_keys)"
     )
     op.add_column("storage_deletions", sa.Column("claimed_by", sa.Integer(), nullable=True))
     op.create_index(
@@ -116,8 +110,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("idx_storage_deletions_claimed_by"), table_name="storage_deletions")
     op.drop_column("storage_deletions", "claimed_by")
-    op.drop_constraint(op.f("ck_jobs_result_keys_owner"), "jobs", type_="check")
-    op.drop_constraint(op.f("ck_jobs_source_key_owner"), "jobs", type_="check")
+    op.drop_constraint(op.f("ck_jobs_keys_owner"), "jobs", type_="check")
     op.execute("DROP FUNCTION lifecycle_claim_alive(integer)")
-    op.execute("DROP FUNCTION lifecycle_are_result_keys(uuid, text[])")
-    op.execute("DROP FUNCTION lifecycle_is_source_key(uuid, text)")
+    op.execute("DROP FUNCTION lifecycle_owns_keys(uuid, text, text[])")
