@@ -19,10 +19,9 @@ Attach and cleanup serialise on the job row:
   or failed before): its DELETE may still be in flight and would remove the new upload. That is
   ``KeyPendingDeletion``: attach again once a drain has confirmed the old object gone.
 - After the upload, one short read confirms that the job still exists and still records the key.
-  If the job is gone (retention deleted it while the bytes were in flight), the object is removed
-  and ``JobNotFound`` raised; if the key was replaced meanwhile, the key is queued for deletion (so
-  nobody records it again before a drain confirms it gone), the object removed and ``KeyReplaced``
-  raised.
+  Otherwise (retention deleted the job while the bytes were in flight, or the key was replaced
+  meanwhile) the key is queued for deletion, so nobody records it again before a drain confirms it
+  gone, the object removed, and ``JobNotFound`` or ``KeyReplaced`` raised.
 """
 
 from __future__ import annotations
@@ -136,31 +135,27 @@ def _confirm(db: Database, storage: StorageRepo, job: UUID, key: str, run_id: st
 
     Cleanup may have deleted the job while the bytes were in flight, and its drain found the key
     absent then; or another attach replaced the key and its old object was already confirmed gone.
-    Either way the object just stored is one no row points to.
+    Either way the object just stored is one no row points to: its key is queued for deletion
+    (committed first, so the drain removes it if this removal fails or this process dies), then
+    removed here.
     """
-    try:
-        with db.transaction(run_id=run_id) as tx:
-            if tx.jobs.records_key(job, key):
-                return
-            # Replaced. The key is queued (committed) before the DELETE is sent, with an attempt
-            # counted: nobody can record it again until a drain confirms it gone, so this DELETE,
-            # even one that lands after this call gave up on it, cannot remove a later attach's
-            # upload; and if this process dies mid-call, the drain still removes the object.
-            if not tx.jobs.queue_unrecorded_key(job, key):
-                return  # recorded again in between: the object is the job's
-        _remove_own(storage, key, "the key was replaced while uploading")
-    except errors.JobNotFound:
-        # The row is gone and a job id never comes back: the object is this call's alone to remove.
-        if not _remove_own(storage, key, "the job was deleted while uploading"):
-            # Left to the next drain rather than to reconciliation's grace period.
-            with db.transaction(run_id=run_id) as tx:
-                tx.jobs.queue_key_of_deleted_job(job, key)
-        raise
+    with db.transaction(run_id=run_id) as tx:
+        state = tx.jobs.settle_uploaded_key(job, key)
+    if state == "recorded":
+        return
+    gone = state == "gone"
+    _remove_own(
+        storage,
+        key,
+        "the job was deleted while uploading" if gone else "the key was replaced while uploading",
+    )
+    if gone:
+        raise errors.JobNotFound(job)
     raise errors.KeyReplaced(job, key)
 
 
-def _remove_own(storage: StorageRepo, key: str, why: str) -> bool:
-    """Remove an upload no row records; True once it is confirmed gone."""
+def _remove_own(storage: StorageRepo, key: str, why: str) -> None:
+    """Remove an upload no row records (its key already queued, so a failure here is the drain's)."""
     try:
         gone = key in storage.remove([key]).gone
     except errors.StorageError:
@@ -168,8 +163,7 @@ def _remove_own(storage: StorageRepo, key: str, why: str) -> bool:
     if gone:
         log.warning("upload removed again", key=key, reason=why)
     else:
-        log.warning("upload could not be removed again; its key is queued for deletion", key=key, reason=why)
-    return gone
+        log.warning("upload could not be removed again; the next drain removes it", key=key, reason=why)
 
 
 def signed_result_urls(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, LiteralString
+from typing import TYPE_CHECKING, Any, Final, Literal, LiteralString
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -272,37 +272,26 @@ _ADD_RESULT_KEY = f"""{_KEY_GUARD}, moved AS (
     SELECT id, %(event_type)s, jsonb_build_object('key', CAST(%(key)s AS text)), %(run_id)s FROM moved
 ){_KEY_OUTCOME}"""
 
-_RECORDS_KEY = """
-SELECT coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(result_keys)
-FROM jobs WHERE id = %(id)s
-"""
-
-# An upload that landed after its key was replaced: the key goes (back) to the outbox, so its
-# object is removed even if the caller's own removal fails, with an attempt counted: the caller is
-# about to send a DELETE that may still be in flight when it gives up, so nobody may take the key
-# back (record it again) until a drain has confirmed it gone.
-_QUEUE_UNRECORDED_KEY = """
+# After an upload: does the job still record its key? If not (the job was deleted, or the key
+# replaced, while the bytes were in flight), the key is queued for deletion in the same statement,
+# committed before the caller removes the object, with an attempt counted: the caller's DELETE may
+# outlive the caller, so nobody may record the key again until a drain has confirmed it gone, and if
+# the caller dies mid-removal the drain still removes the object. The row lock keeps an attach of
+# the same key from recording it between this check and the queueing.
+_SETTLE_UPLOAD = """
 WITH job AS (
-    SELECT id, coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(result_keys) AS records
+    SELECT coalesce(source_key = %(key)s, false) OR CAST(%(key)s AS text) = ANY(result_keys) AS records
     FROM jobs WHERE id = %(id)s
     FOR UPDATE
 ), queued AS (
     INSERT INTO storage_deletions (object_key, job_id, run_id, attempts, last_error)
-    SELECT %(key)s, id, %(run_id)s, 1, 'removed by the attach whose upload landed after a replacement'
-    FROM job WHERE NOT records
+    SELECT %(key)s, %(id)s, %(run_id)s, 1, 'removed by the attach whose upload outlived its job or key'
+    WHERE NOT EXISTS (SELECT 1 FROM job WHERE records)
     ON CONFLICT (object_key) DO UPDATE SET attempts = storage_deletions.attempts + 1
 )
-SELECT records FROM job
-"""
-
-# An upload that landed after its job was deleted, and that attach could not remove again: queue
-# its key so the next drain removes it (a job id never comes back, so nobody records it again).
-_QUEUE_KEY_OF_DELETED_JOB = """
-INSERT INTO storage_deletions (object_key, job_id, run_id)
-SELECT %(key)s, %(id)s, %(run_id)s
-WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = %(id)s)
-ON CONFLICT (object_key) DO NOTHING
-RETURNING id
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM job) THEN 'gone'
+            WHEN (SELECT records FROM job) THEN 'recorded'
+            ELSE 'replaced' END
 """
 
 
@@ -611,49 +600,22 @@ SELECT id FROM moved
                 _ADD_RESULT_KEY, job_uuid, key, JobStatus.PROCESSING, EVENT_RESULT_ATTACHED
             )
 
-    def records_key(self, job_id: UUID | str, key: str) -> bool:
-        """Whether the job records ``key`` (as its source or a result); ``JobNotFound`` if it is gone."""
+    def settle_uploaded_key(self, job_id: UUID | str, key: str) -> Literal["recorded", "replaced", "gone"]:
+        """After an upload of ``key``: ``"recorded"`` if the job still records it; otherwise the key is
+        queued for deletion (an attempt counted, see ``_SETTLE_UPLOAD``) and the answer says why:
+        ``"replaced"`` (the job records another key) or ``"gone"`` (the job was deleted)."""
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "records_key", job_uuid):
-            check_text(key, "key", max_length=1024)
-            row = fetch_one(self.connection, _RECORDS_KEY, {"id": job_uuid, "key": key}, job_id=job_uuid)
-            if row is None:
-                raise errors.JobNotFound(job_uuid)
-            return bool(row[0])
-
-    def queue_unrecorded_key(self, job_id: UUID | str, key: str) -> bool:
-        """Lock the job; if it no longer records ``key``, queue ``key`` for deletion and return True.
-
-        For an upload that landed after its key was replaced, before the caller removes it: the
-        queued row counts an attempt, so the key cannot be recorded again until a drain confirms it
-        gone (the caller's DELETE may outlive the caller). False (nothing queued) if the job records
-        the key; ``JobNotFound`` if it is gone.
-        """
-        job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "queue_unrecorded_key", job_uuid):
-            check_text(key, "key", max_length=1024)
-            row = fetch_one(
-                self.connection,
-                _QUEUE_UNRECORDED_KEY,
-                {"id": job_uuid, "key": key, "run_id": self.run_id},
-                job_id=job_uuid,
-            )
-            if row is None:
-                raise errors.JobNotFound(job_uuid)
-            return not row[0]
-
-    def queue_key_of_deleted_job(self, job_id: UUID | str, key: str) -> None:
-        """Queue the job's own ``key`` for deletion, if the job is gone (else nothing happens)."""
-        job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "queue_key_of_deleted_job", job_uuid):
+        with operation("jobs", "settle_uploaded_key", job_uuid):
             if keys.parse_key(key).job_id != job_uuid:
                 raise errors.InvalidInput("not this job's own key", field="key")
-            fetch_one(
+            row = fetch_one(
                 self.connection,
-                _QUEUE_KEY_OF_DELETED_JOB,
+                _SETTLE_UPLOAD,
                 {"id": job_uuid, "key": key, "run_id": self.run_id},
                 job_id=job_uuid,
             )
+            assert row is not None  # the statement always answers one row
+            return row[0]  # type: ignore[no-any-return]
 
     def _record_key(
         self, statement: LiteralString, job_uuid: UUID, key: str, attach_status: JobStatus, event_type: str

@@ -312,8 +312,9 @@ def test_upload_landing_after_cleanup_deleted_the_job_is_removed(
     db: Database, raw: Raw, storage: StorageRepo, storage_server: Any
 ) -> None:
     """The result upload is held in flight; meanwhile the job succeeds, expires and cleanup deletes
-    it (its drain finds the key absent). When the upload lands, attach removes its own object and
-    raises JobNotFound: nothing is left in the bucket or the outbox."""
+    it (its drain finds the key absent). When the upload lands, attach queues its key, removes its
+    own object and raises JobNotFound: the bucket holds nothing, and the next drain confirms the key
+    gone and empties the outbox."""
     job = job_in(db, JobStatus.PROCESSING)
     key = result_key(job.id, "mp4")
     storage_server.set_faults(upload_delay_seconds=HOLD_SECONDS)
@@ -328,6 +329,9 @@ def test_upload_landing_after_cleanup_deleted_the_job_is_removed(
     storage_server.clear_faults()
     assert row(raw, job.id) is None
     assert stored_keys(storage, job.id) == set()
+    assert outbox(raw) == [key]
+    drained = drain_outbox(db, storage)
+    assert (drained.objects_removed, drained.objects_absent, drained.pending) == (0, 1, 0)
     assert outbox(raw) == []
 
 
