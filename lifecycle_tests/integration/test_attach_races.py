@@ -23,6 +23,7 @@ from lifecycle.artifacts import attach_result, attach_source
 from lifecycle.db import Database
 from lifecycle.db.engine import libpq_url
 from lifecycle.db.tables import CLAIM_LOCK_CLASS
+from lifecycle.records import Job
 from lifecycle.retention import cleanup, drain_outbox
 from lifecycle.states import JobStatus
 from lifecycle.storage import StorageRepo, result_key, source_key
@@ -103,6 +104,33 @@ def live_claim(database_url: str, raw: Raw, key: str) -> Iterator[int]:
         )
         assert claimed.rowcount == 1
         yield token
+
+
+def claimed(raw: Raw, key: str) -> bool:
+    """``key``'s outbox row carries a drain's claim."""
+    found = raw.execute(
+        "SELECT count(*) FROM storage_deletions WHERE object_key = %s AND claimed_by IS NOT NULL", (key,)
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def attached_then_replaced(db: Database, storage: StorageRepo) -> tuple[Job, str, str]:
+    """A queued job whose stored ``.mp4`` source was replaced by a stored ``.mov``: ``.mp4`` queued."""
+    job = job_in(db, JobStatus.QUEUED)
+    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
+    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
+    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    return job, mp4, mov
+
+
+def drain_holding_its_remove(
+    db: Database, storage: StorageRepo, storage_server: Any, raw: Raw, key: str
+) -> Background:
+    """A drain in the background whose removes wait in the server, returned once it claimed ``key``."""
+    storage_server.set_faults(remove_delay_seconds=HOLD_SECONDS)
+    drain = Background(lambda: drain_outbox(db, storage))
+    wait_until(lambda: claimed(raw, key), f"the drain to claim {key}")
+    return drain
 
 
 def replaced_source(db: Database, job_id: uuid.UUID) -> tuple[str, str]:
@@ -245,22 +273,9 @@ def test_reattach_while_a_drain_removes_the_key_is_refused_and_works_after(
     """Attach .mp4, replace it with .mov (.mp4 queued), hold the drain's DELETE of .mp4 in flight
     and attach .mp4 again: refused (KeyPendingDeletion). Once the drain is done, attaching .mp4
     works and its object is there. (Needs the drain's claims to set ``claimed_by``.)"""
-    job = job_in(db, JobStatus.QUEUED)
-    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
-    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
-    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    job, mp4, mov = attached_then_replaced(db, storage)
     assert outbox(raw) == [mp4]
-    storage_server.set_faults(remove_delay_seconds=HOLD_SECONDS)
-    drain = Background(lambda: drain_outbox(db, storage))
-    wait_until(
-        lambda: bool(
-            raw.execute(
-                "SELECT count(*) FROM storage_deletions WHERE object_key = %s AND claimed_by IS NOT NULL",
-                (mp4,),
-            ).fetchone()[0]  # type: ignore[index]
-        ),
-        "the drain to claim the .mp4 key",
-    )
+    drain = drain_holding_its_remove(db, storage, storage_server, raw, mp4)
     with pytest.raises(errors.KeyPendingDeletion):
         attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
     assert row(raw, job.id)["source_key"] == mov
@@ -279,10 +294,7 @@ def test_reattach_under_a_live_claim_uploads_nothing(
     db: Database, raw: Raw, storage: StorageRepo, database_url: str
 ) -> None:
     """The same race with the drain's claim held by a second session: nothing is recorded or sent."""
-    job = job_in(db, JobStatus.QUEUED)
-    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
-    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
-    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    job, mp4, mov = attached_then_replaced(db, storage)
     with live_claim(database_url, raw, mp4):
         before = snapshot(raw)
         with pytest.raises(errors.KeyPendingDeletion):
@@ -308,13 +320,12 @@ def expire(db: Database, raw: Raw, job_id: uuid.UUID) -> None:
     raw.execute("UPDATE jobs SET expires_at = now() - interval '1 minute' WHERE id = %s", (job_id,))
 
 
-def test_upload_landing_after_cleanup_deleted_the_job_is_removed(
+def upload_held_through_cleanup(
     db: Database, raw: Raw, storage: StorageRepo, storage_server: Any
-) -> None:
-    """The result upload is held in flight; meanwhile the job succeeds, expires and cleanup deletes
-    it (its drain finds the key absent). When the upload lands, attach queues its key, removes its
-    own object and raises JobNotFound: the bucket holds nothing, and the next drain confirms the key
-    gone and empties the outbox."""
+) -> tuple[uuid.UUID, str, Background]:
+    """A processing job's result upload held in flight while the job succeeds, expires and cleanup
+    deletes it; cleanup's drain finds the key absent (the upload had not landed: the interleaving
+    did happen). Returns the job's id, the key and the attach still in flight."""
     job = job_in(db, JobStatus.PROCESSING)
     key = result_key(job.id, "mp4")
     storage_server.set_faults(upload_delay_seconds=HOLD_SECONDS)
@@ -322,13 +333,23 @@ def test_upload_landing_after_cleanup_deleted_the_job_is_removed(
     wait_until(lambda: (row(raw, job.id) or {}).get("result_keys") == [key], "the key to be recorded")
     expire(db, raw, job.id)
     report = cleanup(db, storage)
-    assert report.jobs_deleted == 1
-    assert report.objects_absent == 1  # the upload had not landed: the interleaving did happen
+    assert (report.jobs_deleted, report.objects_absent) == (1, 1)
+    return job.id, key, attach
+
+
+def test_upload_landing_after_cleanup_deleted_the_job_is_removed(
+    db: Database, raw: Raw, storage: StorageRepo, storage_server: Any
+) -> None:
+    """The result upload is held in flight; meanwhile the job succeeds, expires and cleanup deletes
+    it (its drain finds the key absent). When the upload lands, attach queues its key, removes its
+    own object and raises JobNotFound: the bucket holds nothing, and the next drain confirms the key
+    gone and empties the outbox."""
+    job_id, key, attach = upload_held_through_cleanup(db, raw, storage, storage_server)
     with pytest.raises(errors.JobNotFound):
         attach.result()
     storage_server.clear_faults()
-    assert row(raw, job.id) is None
-    assert stored_keys(storage, job.id) == set()
+    assert row(raw, job_id) is None
+    assert stored_keys(storage, job_id) == set()
     assert outbox(raw) == [key]
     drained = drain_outbox(db, storage)
     assert (drained.objects_removed, drained.objects_absent, drained.pending) == (0, 1, 0)
@@ -340,24 +361,18 @@ def test_upload_landing_after_cleanup_that_cannot_be_removed_is_queued(
 ) -> None:
     """As above, but Storage refuses attach's own remove: the key goes to the outbox (not left for
     reconciliation's grace period), and the next drain removes the object."""
-    job = job_in(db, JobStatus.PROCESSING)
-    key = result_key(job.id, "mp4")
-    storage_server.set_faults(upload_delay_seconds=HOLD_SECONDS)
-    attach = Background(lambda: attach_result(db, storage, job.id, b"clip", "mp4", "video/mp4"))
-    wait_until(lambda: (row(raw, job.id) or {}).get("result_keys") == [key], "the key to be recorded")
-    expire(db, raw, job.id)
-    report = cleanup(db, storage)
-    assert (report.jobs_deleted, report.objects_absent) == (1, 1)
+    job_id, key, attach = upload_held_through_cleanup(db, raw, storage, storage_server)
     # The held upload keeps its delay; every remove from now on fails.
     storage_server.set_faults(remove_error_rate=1.0)
     with pytest.raises(errors.JobNotFound):
         attach.result()
     storage_server.clear_faults()
-    assert stored_keys(storage, job.id) == {key}
+    assert row(raw, job_id) is None
+    assert stored_keys(storage, job_id) == {key}
     assert outbox(raw) == [key]
     drained = drain_outbox(db, storage)
     assert (drained.objects_removed, drained.pending) == (1, 0)
-    assert stored_keys(storage, job.id) == set()
+    assert stored_keys(storage, job_id) == set()
     assert outbox(raw) == []
 
 
@@ -395,9 +410,11 @@ def test_upload_landing_after_its_key_was_replaced_is_removed(
     assert (info.value.key, info.value.reason) == (mp4, "replaced")
     storage_server.clear_faults()
     assert row(raw, job.id)["source_key"] == mov
-    assert mp4 not in stored_keys(storage, job.id)
+    assert stored_keys(storage, job.id) == set()  # .mov was only recorded, never uploaded
     # The key was queued again too, in case the removal had failed: the next drain finds it gone.
-    drain_outbox(db, storage)
+    assert outbox(raw) == [mp4]
+    drained = drain_outbox(db, storage)
+    assert (drained.objects_removed, drained.objects_absent, drained.pending) == (0, 1, 0)
     assert outbox(raw) == []
 
 
