@@ -7,7 +7,6 @@ independent path: the ``raw`` connection for the tables, the bucket listing over
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -18,26 +17,23 @@ from lifecycle import errors
 from lifecycle.artifacts import attach_source
 from lifecycle.db import Database
 from lifecycle.db.tables import CLAIM_LOCK_CLASS
-from lifecycle.retention import DrainReport, cleanup, drain_outbox
+from lifecycle.retention import cleanup, drain_outbox
 from lifecycle.settings import Settings
 from lifecycle.states import JobStatus
 from lifecycle.storage import StorageRepo, source_key
-from lifecycle_tests.integration._jobs_helpers import job_in, row
-from lifecycle_tests.integration.test_attach_races import Background, outbox, stored_keys, wait_until
+from lifecycle_tests.integration._jobs_helpers import job_in, row, snapshot
+from lifecycle_tests.integration.test_attach_races import (
+    Background,
+    attached_then_replaced,
+    drain_holding_its_remove,
+    outbox,
+    stored_keys,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 Raw = psycopg.Connection[Any]
-
-#: How long a held remove waits in the local Storage server (never asserted as a duration).
-HOLD_SECONDS = 3.0
-
-
-def claimed(raw: Raw, key: str) -> bool:
-    found = raw.execute(
-        "SELECT count(*) FROM storage_deletions WHERE object_key = %s AND claimed_by IS NOT NULL", (key,)
-    ).fetchone()
-    return bool(found and found[0])
 
 
 def kill_lock_session(raw: Raw, key: str) -> None:
@@ -65,38 +61,28 @@ def test_reattach_after_the_drains_lock_session_dies_mid_remove_keeps_the_new_ob
 ) -> None:
     """.mp4 replaced by .mov (.mp4 queued); a drain sends the DELETE of .mp4 (held in the server), its
     lock session is killed: the claim is dead, but the DELETE is still in flight. Re-attaching .mp4
-    in that window must not end with the job recording .mp4 and no .mp4 object: either the attach is
-    refused until the removal is confirmed, or the new object survives."""
-    job = job_in(db, JobStatus.QUEUED)
-    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
-    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
-    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    in that window must not end with the job recording .mp4 and no .mp4 object: the attach is
+    refused until a drain confirms the removal, then it works and the new object stays."""
+    job, mp4, mov = attached_then_replaced(db, storage)
     assert outbox(raw) == [mp4]
-    storage_server.set_faults(remove_delay_seconds=HOLD_SECONDS)
-    drain = Background(lambda: drain_outbox(db, storage))
-    wait_until(lambda: claimed(raw, mp4), "the drain to claim the .mp4 key")
+    drain = drain_holding_its_remove(db, storage, storage_server, raw, mp4)
     kill_lock_session(raw, mp4)
 
-    refused = False
-    try:
+    with pytest.raises(errors.KeyPendingDeletion):
         attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
-    except errors.KeyPendingDeletion:
-        refused = True
     report = drain.result()
-    assert isinstance(report, DrainReport)
+    # The held DELETE landed; the drain saw its lock session die (one connection loss) and is done.
+    assert (report.objects_removed, report.pending, report.connection_losses) == (1, 0, 1)
     storage_server.clear_faults()
     drain_outbox(db, storage)  # whatever the first drain left
 
-    recorded = row(raw, job.id)["source_key"]  # type: ignore[index]
-    if refused:
-        assert recorded == mov
-        assert stored_keys(storage, job.id) == {mov}
-        assert outbox(raw) == []
-        # Once the removal is confirmed, attaching .mp4 works and its object stays.
-        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
-        recorded = row(raw, job.id)["source_key"]  # type: ignore[index]
-        drain_outbox(db, storage)
-    assert recorded == mp4
+    assert row(raw, job.id)["source_key"] == mov  # type: ignore[index]
+    assert stored_keys(storage, job.id) == {mov}
+    assert outbox(raw) == []
+    # Once the removal is confirmed, attaching .mp4 works and its object stays.
+    attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+    drain_outbox(db, storage)
+    assert row(raw, job.id)["source_key"] == mp4  # type: ignore[index]
     assert stored_keys(storage, job.id) == {mp4}
     assert storage.download(mp4) == b"second mp4"
     assert outbox(raw) == []
@@ -120,17 +106,17 @@ def test_a_restored_job_cannot_attach_a_key_still_queued_in_a_chunk_row(
         (job.id,),
     )
 
-    refused = False
-    try:
+    before = snapshot(raw)
+    with pytest.raises(errors.KeyPendingDeletion):
         attach_source(db, storage, job.id, b"new mp4", "mp4", "video/mp4")
-    except errors.KeyPendingDeletion:
-        refused = True
+    assert snapshot(raw) == before
+    assert storage.download(mp4) == b"old mp4"  # not overwritten: no upload was sent
     drain_outbox(db, storage)
-    if refused:
-        assert row(raw, job.id)["source_key"] is None  # type: ignore[index]
-        assert stored_keys(storage, job.id) == set()
-        attach_source(db, storage, job.id, b"new mp4", "mp4", "video/mp4")
-        drain_outbox(db, storage)
+    assert row(raw, job.id)["source_key"] is None  # type: ignore[index]
+    assert stored_keys(storage, job.id) == set()
+    assert outbox(raw) == []
+    attach_source(db, storage, job.id, b"new mp4", "mp4", "video/mp4")
+    drain_outbox(db, storage)
     assert row(raw, job.id)["source_key"] == mp4  # type: ignore[index]
     assert stored_keys(storage, job.id) == {mp4}
     assert storage.download(mp4) == b"new mp4"
@@ -160,10 +146,7 @@ def test_a_remove_answered_200_with_a_body_that_is_not_a_list_counts_nothing_gon
 ) -> None:
     """Storage answers 200 but not with the list of removed objects: no key counts as gone, the
     outbox keeps every row, the drain ends (no crash) and says work is left."""
-    job = job_in(db, JobStatus.QUEUED)
-    mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
-    attach_source(db, storage, job.id, b"first mp4", "mp4", "video/mp4")
-    attach_source(db, storage, job.id, b"the mov", "mov", "video/quicktime")
+    job, mp4, mov = attached_then_replaced(db, storage)
     assert storage_settings.supabase_service_role_key is not None
     odd = StorageRepo.connect(
         storage_server.url,
@@ -177,7 +160,7 @@ def test_a_remove_answered_200_with_a_body_that_is_not_a_list_counts_nothing_gon
     finally:
         odd.close()
     assert (report.objects_removed, report.objects_absent, report.objects_failed) == (0, 0, 1)
-    assert report.work_left() is not None
+    assert report.work_left() == "1 object(s) still queued for removal (1 failed)"
     assert outbox(raw) == [mp4]
     assert stored_keys(storage, job.id) == {mp4, mov}
 
@@ -187,7 +170,8 @@ def test_an_attach_whose_own_cleanup_remove_timed_out_does_not_let_the_key_be_ta
 ) -> None:
     """Attach A's .mp4 upload is held; .mov replaces it; A's upload lands and A removes it again,
     but that DELETE times out on A's side while the server still runs it. Attaching .mp4 again in
-    that window must not end with the job recording .mp4 and its object removed by A's late DELETE."""
+    that window must not end with the job recording .mp4 and its object removed by A's late DELETE:
+    A queued its key with an attempt counted, so the attach is refused until a drain confirms it gone."""
     job = job_in(db, JobStatus.QUEUED)
     mp4, mov = source_key(job.id, "mp4"), source_key(job.id, "mov")
     assert storage_settings.supabase_service_role_key is not None
@@ -210,17 +194,17 @@ def test_an_attach_whose_own_cleanup_remove_timed_out_does_not_let_the_key_be_ta
     finally:
         slow.close()
     storage_server.clear_faults()  # A's DELETE is still waiting in the server
-    refused = False
-    try:
+    assert stored_keys(storage, job.id) == {mp4}  # A's late DELETE has not landed yet
+    with pytest.raises(errors.KeyPendingDeletion):
         attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
-    except errors.KeyPendingDeletion:
-        refused = True
-    time.sleep(6)  # let A's late DELETE land (a wait, not an assertion on time)
+    assert row(raw, job.id)["source_key"] == mov  # type: ignore[index]
+    assert outbox(raw) == [mp4]
+    wait_until(lambda: stored_keys(storage, job.id) == set(), "A's late DELETE to land")
     drain_outbox(db, storage)
-    if refused:
-        assert stored_keys(storage, job.id) == set()
-        attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
-        drain_outbox(db, storage)
+    assert row(raw, job.id)["source_key"] == mov  # type: ignore[index]
+    assert outbox(raw) == []
+    attach_source(db, storage, job.id, b"second mp4", "mp4", "video/mp4")
+    drain_outbox(db, storage)
     assert row(raw, job.id)["source_key"] == mp4  # type: ignore[index]
     assert stored_keys(storage, job.id) == {mp4}  # .mov replaced and removed by the drain
     assert storage.download(mp4) == b"second mp4"
