@@ -65,6 +65,7 @@ def test_out_of_range_config_fails_the_run_before_any_work(
     assert raw.execute("SELECT count(*) FROM jobs WHERE id = %s", (expired.id,)).fetchone() == (1,)
     assert raw.execute("SELECT count(*) FROM storage_deletions").fetchone() == (0,)
     assert raw.execute("SELECT count(*) FROM job_deletions").fetchone() == (0,)
+    assert storage.download(orphan) == b"x"  # nothing was removed either
 
 
 def test_reconcile_orphans_refuses_a_grace_beyond_the_bound(
@@ -78,3 +79,4 @@ def test_reconcile_orphans_refuses_a_grace_beyond_the_bound(
             reconcile_orphans(storage_db, storage, dry_run=False, grace_seconds=grace)
         assert info.value.field == "grace_seconds"
     assert raw.execute("SELECT count(*) FROM storage_deletions").fetchone() == (0,)
+    assert storage.download(orphan) == b"x"
