@@ -185,6 +185,8 @@ class _Drain:
         #: Whether rows may carry this drain's current token (set by a claim, cleared by release_all).
         self.holds_claims = False
         self.connection_losses = 0
+        #: Whether any database call of this drain succeeded (only then is a failure a lost connection).
+        self.reached = False
         #: Keys confirmed gone, and keys that failed (a key retried later counts once).
         self.gone: set[str] = set()
         self.failed: set[str] = set()
@@ -196,12 +198,20 @@ class _Drain:
         return self.lock.token
 
     def retrying(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, retried after a lost database connection, up to ``MAX_CONNECTION_RETRIES``."""
+        """``call()``, retried after a lost database connection, up to ``MAX_CONNECTION_RETRIES``.
+
+        A database never reached is not a lost connection: that error is raised as it is.
+        """
         while True:
             try:
-                return call()
+                result = call()
             except errors.DatabaseUnavailable:
+                if not self.reached:
+                    raise
                 self.lost(what)
+            else:
+                self.reached = True
+                return result
 
     def lost(self, what: str) -> None:
         """Count a lost connection: pause, or give up (raise) once the retries are used."""

@@ -117,3 +117,36 @@ def test_work_left_says_why_the_objects_failed(database_url: str, raw: Raw, args
     assert "unreachable" in last, last
     assert "cli-test-key" not in result.output
     assert count(raw, "SELECT count(*) FROM storage_deletions") > 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cleanup"],
+        ["cleanup", "--dry-run"],
+        ["cleanup", "--drain-only"],
+        ["cleanup", "--drain-only", "--dry-run"],
+        ["reconcile"],
+        ["reconcile", "--apply"],
+        ["seed", "--jobs", "5"],
+        ["metrics"],
+        ["migrate"],
+    ],
+)
+def test_every_command_against_an_unreachable_database_is_one_line(args: list[str]) -> None:
+    """One line, exit 2, the password never shown. A drain-only run that never reached the database
+    said it had "lost the connection 4 times" after retrying as if it had one."""
+    storage_key = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJl"
+    env = {
+        "DATABASE_URL": "postgresql://postgres:s3cretpw@127.0.0.1:1/postgres",
+        "SUPABASE_URL": "http://127.0.0.1:1",
+        "SUPABASE_SERVICE_ROLE_KEY": storage_key,
+        "LOG_LEVEL": "ERROR",  # retry warnings are log lines (JSON on stderr), not the error line
+    }
+    result = _invoke(args, env)
+    line = _one_line_error(result)
+    # reconcile lists Storage before it reads the database: Storage is what it cannot reach first.
+    expected = "storage server unreachable" if args[0] == "reconcile" else "could not be reached"
+    assert expected in line, line
+    assert "s3cretpw" not in result.output
+    assert "c2lnbmF0dXJl" not in result.output
