@@ -38,7 +38,7 @@ from lifecycle.db import Database
 from lifecycle.retention import cleanup, drain_outbox
 from lifecycle.settings import Settings
 from lifecycle.states import JobStatus
-from lifecycle.storage import ObjectKind, StorageRepo
+from lifecycle.storage import ObjectKind, StorageRepo, result_key
 
 FIRST_JOBS, MAX_JOBS = 3, 5
 SOURCE_EXTS = ("mp4", "mov", "mkv")
@@ -201,16 +201,23 @@ class Run:
         self.raw.execute("UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = %s", (job,))
 
     def held(
-        self, fault: str, background: Callable[[], Any], foreground: Callable[[], Any]
+        self,
+        fault: str,
+        background: Callable[[], Any],
+        foreground: Callable[[], Any],
+        reached: Callable[[], bool],
     ) -> tuple[Any, Any]:
-        """``background`` with one call held open in the server, ``foreground`` while it waits."""
+        """``background`` with its call of one kind held open in the server, ``foreground`` once
+        ``reached()`` shows (in the tables) that the background got as far as that call. The fault
+        stays on until the foreground is done, so a background call that arrives late is held too."""
         if self.faults is not None:
             self.faults(**{fault: HOLD_SECONDS})
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
                 future: Future[Any] = pool.submit(background)
-                time.sleep(HOLD_SECONDS / 3)  # the held call has reached the server
-                self.clear()  # only that call waits; the foreground's calls do not
+                deadline = time.monotonic() + 10
+                while not reached() and not future.done() and time.monotonic() < deadline:
+                    time.sleep(0.005)
                 try:
                     front = foreground()
                 finally:
@@ -267,6 +274,11 @@ class Run:
                 "remove_delay_seconds",
                 lambda: drain_outbox(self.db, self.other),
                 lambda: self.attach("source", job, first, self.storage, alone=False),
+                reached=lambda: bool(
+                    self.raw.execute(
+                        "SELECT count(*) FROM storage_deletions WHERE claimed_by IS NOT NULL"
+                    ).fetchone()[0]  # type: ignore[index]
+                ),
             )
             event(f"source swapped back during a drain: {outcome}")
             self.note(
@@ -286,10 +298,12 @@ class Run:
                     f" full cleanup deleted {report.jobs_deleted} jobs"
                 )
 
+            key = result_key(job, action[2])
             outcome, front = self.held(
                 "upload_delay_seconds",
                 lambda: self.attach("result", job, action[2], self.other, alone=False),
                 finish_expire_cleanup,
+                reached=lambda: key in ((keys_of(self.raw, job) or (None, []))[1] or []),
             )
             event(f"result racing cleanup: {outcome}")
             self.note(f"result .{action[2]} on {name} in flight while {front}: {outcome}")
