@@ -95,7 +95,10 @@ def test_storage_down_exits_1_with_one_line_and_counts_each_object_once(
     again = drain_outbox(db, storage, now=datetime.now(UTC) + LATER)
     assert again.objects_failed == 20
     assert again.pending == 21  # keys, as rows hold them
-    assert again.work_left() is not None
+    assert (
+        again.work_left()
+        == "21 object(s) still queued for removal (21 failed); stopped by storage_unavailable"
+    )
 
     storage_server.clear_faults()
     done = run_cli(env, "--drain-only")

@@ -247,5 +247,5 @@ def test_an_unreachable_server_does_not_stop_phase_one(db, raw, storage_settings
     finally:
         down.close()
     assert report.jobs_deleted == len(expired)
-    assert report.work_left() is not None
+    assert report.work_left() == "4 object(s) still queued for removal (4 failed)"
     assert count(raw, QUEUED_KEYS) == 4
