@@ -121,12 +121,12 @@ def migrate(check: bool) -> None:
     try:
         head = migrations.head_revision()
         if check:
-            current = migrations.current_revision(db.engine)
+            current = migrations.current_revision(db.url)
             if current != head:
                 at = current or "base (no schema)"
                 click.echo(f"database is at {at}, head is {head}: run `lifecycle migrate`", err=True)
                 sys.exit(1)
-            drift = migrations.drift(db.engine)
+            drift = migrations.drift(db.url)
             if drift:
                 click.echo(f"schema drift: {len(drift)} difference(s)", err=True)
                 for diff in drift:
@@ -134,8 +134,8 @@ def migrate(check: bool) -> None:
                 sys.exit(1)
             click.echo(f"database is at head ({head}); no drift")
             return
-        before = migrations.current_revision(db.engine)
-        after = migrations.upgrade(db.engine)
+        before = migrations.current_revision(db.url)
+        after = migrations.upgrade(db.url)
         click.echo(f"migrated {before or 'base'} -> {after}" if before != after else f"already at {after}")
     finally:
         db.dispose()

@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import sqlalchemy as sa
-
 from lifecycle import errors
 from lifecycle.db import Database
 from lifecycle.states import JobStatus, can_transition, parse_status
@@ -20,20 +18,6 @@ from lifecycle.states import JobStatus, can_transition, parse_status
 #: Ids kept in a report (and logged one line each by the Dagster ops); the rest are counted only.
 SAMPLE_SIZE = 20
 DEFAULT_BATCH_SIZE = 1000
-
-# Processing jobs whose lease ran out and that used up their attempts: they go to failed, one
-# guarded transition each (``transition_many`` has no attempts filter). Locked SKIP LOCKED so a
-# worker renewing its lease right now is not waited for.
-_EXHAUSTED = sa.text(
-    """
-    SELECT id FROM jobs
-    WHERE status = 'processing' AND lease_expires_at < now() AND attempts >= :max_attempts
-    ORDER BY lease_expires_at, id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """
-)
-
 
 class _DryRun(Exception):
     """Raised inside a dry run's transaction so that it rolls back."""
@@ -176,9 +160,7 @@ def rescue_stale_jobs(
     while report.requeued + report.failed < limit:
         wanted = min(batch_size, limit - report.requeued - report.failed)
         with db.transaction(run_id=run_id) as tx:
-            exhausted = list(
-                tx.connection.execute(_EXHAUSTED, {"max_attempts": attempts, "limit": wanted}).scalars()
-            )
+            exhausted = tx.jobs.exhausted_leases(attempts, wanted)
             for job_id in exhausted:
                 tx.jobs.transition(
                     job_id,

@@ -16,11 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 from psycopg import sql
 
 from lifecycle.db import Database, migrate
-from lifecycle.db.engine import libpq_url, sqlalchemy_url
+from lifecycle.db.engine import libpq_url
 from lifecycle.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +80,7 @@ def template_database(pg_server: PgServer) -> Iterator[str]:
     name = f"lifecycle_tpl_{os.getpid()}"
     pg_server.drop(name)
     url = pg_server.create(name)
-    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool)
-    try:
-        migrate.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate.upgrade(url)
     try:
         yield name
     finally:

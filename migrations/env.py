@@ -11,7 +11,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from lifecycle.db.engine import sqlalchemy_url
+from lifecycle.db.migrate import sqlalchemy_url
 from lifecycle.db.tables import metadata
 
 config = context.config

@@ -1,23 +1,18 @@
-"""Small pieces the repositories share: input checks, JSON, cursors, statement execution."""
+"""Small pieces the repositories share: input checks, JSON, keyset cursors, operation timing."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any
 from uuid import UUID
 
-import psycopg
-import sqlalchemy as sa
-import sqlalchemy.exc
 
 from lifecycle import errors, logs, metrics
-from lifecycle.db._translate import translate
 
 
 def as_uuid(value: object, field: str) -> UUID:
@@ -119,69 +114,6 @@ def decode_cursor(cursor: object) -> tuple[datetime, str]:
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise errors.InvalidInput("invalid cursor", field="after") from exc
     return ts, row_id
-
-
-def execute(
-    connection: sa.Connection, statement: sa.TextClause, params: Mapping[str, Any], **context: Any
-) -> sa.CursorResult[Any]:
-    """Run ``statement``, translating a driver error with ``context`` (e.g. the job id)."""
-    try:
-        return connection.execute(statement, params)
-    except sqlalchemy.exc.DBAPIError as exc:
-        raise translate(exc, **context) from exc
-
-
-# -- the hot path: SQL sent on the driver connection ----------------------------------------------
-# The repositories' statements are written with psycopg's own placeholders (``%(name)s``) and sent
-# on the psycopg connection under the unit of work's SQLAlchemy connection: no statement
-# compilation, no result wrapping, and psycopg prepares them after ``DATABASE_PREPARE_THRESHOLD``
-# uses. The transaction is still SQLAlchemy's (begun and committed by ``db.transaction()``), and
-# so is the handling of a lost connection: the error raised here leaves the ``with`` block, whose
-# rollback (or commit) on the dead connection is where SQLAlchemy detects the disconnect and
-# invalidates the pool, so the next transaction reconnects (test_connection_loss.py).
-
-
-def _driver(connection: sa.Connection) -> psycopg.Connection[Any]:
-    driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
-    return driver
-
-
-def _statements_logged(connection: sa.Connection) -> bool:
-    # SQLAlchemy logs statements (``echo``, or ``sqlalchemy.engine`` at INFO) only on its own
-    # execution path; when they are asked for, go that way so the lines (with ``jobId``) still appear.
-    return connection.engine.logger.isEnabledFor(logging.INFO)
-
-
-def fetch_one(
-    connection: sa.Connection, query: LiteralString, params: Mapping[str, Any], **context: Any
-) -> Sequence[Any] | None:
-    """The first row of ``query`` (or None), errors translated with ``context``."""
-    if _statements_logged(connection):
-        try:
-            return connection.exec_driver_sql(query, params).fetchone()
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate(exc, **context) from exc
-    try:
-        row: Sequence[Any] | None = _driver(connection).execute(query, params).fetchone()
-    except psycopg.Error as exc:
-        raise translate(exc, **context) from exc
-    return row
-
-
-def fetch_all(
-    connection: sa.Connection, query: LiteralString, params: Mapping[str, Any], **context: Any
-) -> list[Sequence[Any]]:
-    """Every row of ``query``, errors translated with ``context``."""
-    if _statements_logged(connection):
-        try:
-            return list(connection.exec_driver_sql(query, params).fetchall())
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate(exc, **context) from exc
-    try:
-        rows: list[Sequence[Any]] = _driver(connection).execute(query, params).fetchall()
-    except psycopg.Error as exc:
-        raise translate(exc, **context) from exc
-    return rows
 
 
 class operation:  # lower case: used like the function it replaced, ``with operation(...)``

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-import sqlalchemy.exc
 
 from lifecycle import errors
 
@@ -43,13 +42,9 @@ def translate(exc: BaseException, **context: Any) -> BaseException:
     """The ``LifecycleError`` for a driver error, or ``exc`` itself when it is not one."""
     if isinstance(exc, errors.LifecycleError):
         return exc
-    orig: BaseException | None
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        orig = exc.orig
-    elif isinstance(exc, psycopg.Error):
-        orig = exc
-    else:
+    if not isinstance(exc, psycopg.Error):
         return exc
+    orig = exc
     state = _sqlstate(orig)
     constraint = _constraint(orig)
     job_id = context.get("job_id")
@@ -73,13 +68,12 @@ def translate(exc: BaseException, **context: Any) -> BaseException:
         return errors.InvalidInput("constraint violated", sqlstate=state, constraint=constraint)
     if state == "40001" or state == "40P01":
         return errors.VersionConflict(job_id or "?", message="serialization failure; retry")
-    if (
-        isinstance(orig, psycopg.OperationalError)
-        and (state is None or state.startswith(_UNAVAILABLE_CLASSES))
-    ) or (state is not None and state.startswith(_UNAVAILABLE_CLASSES)):
+    if (state is None and isinstance(orig, psycopg.OperationalError)) or (
+        state is not None and state.startswith(_UNAVAILABLE_CLASSES)
+    ):
+        # No SQLSTATE and an OperationalError: the connection is gone (refused, closed under us,
+        # lost mid-statement, or no pooled connection within the pool's timeout).
         return errors.DatabaseUnavailable(sqlstate=state)
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return errors.DatabaseUnavailable("the database connection was lost", sqlstate=state)
     if state in ("42P01", "42703", "42883"):  # undefined table, column, function: schema not at head
         return errors.LifecycleError("schema missing or behind: run `lifecycle migrate`", sqlstate=state)
     return errors.LifecycleError("database error", sqlstate=state)

@@ -12,10 +12,6 @@ the plaintext, never the plaintext). ``revoke`` clears this process's entry at o
 process honours a revoke within the TTL.
 """
 
-# The f-strings that build SQL here join module constants (column lists, fixed fragments) only;
-# every value is a bound parameter.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import builtins
@@ -24,20 +20,23 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 import bcrypt
-import sqlalchemy as sa
+from psycopg.rows import RowMaker
 
 from lifecycle import errors
-from lifecycle.db._common import as_uuid, check_datetime, check_text, execute, operation
+from lifecycle.db._common import as_uuid, check_datetime, check_text, operation
 from lifecycle.records import ApiKey
 
 if TYPE_CHECKING:
+    import psycopg
+
+    from lifecycle.db._executor import Executor
     from lifecycle.settings import Settings
 
 PREFIX: Final = "lk"
@@ -47,43 +46,23 @@ LAST_USED_RESOLUTION: Final = timedelta(seconds=60)
 #: Entries the verification cache holds at most (oldest dropped first).
 CACHE_MAX_ENTRIES: Final = 10_000
 
-_COLUMNS = "id, name, key_id, scopes, created_at, last_used_at, expires_at, revoked_at"
-
-_CREATE = sa.text(f"""
-INSERT INTO api_keys (name, key_id, key_hash, scopes, expires_at)
-VALUES (:name, :key_id, :key_hash, :scopes, :expires_at)
-RETURNING {_COLUMNS}
-""")
-_BY_KEY_ID = sa.text(f"SELECT {_COLUMNS}, key_hash, now() AS db_now FROM api_keys WHERE key_id = :key_id")
-_TOUCH = sa.text("""
-UPDATE api_keys SET last_used_at = now()
-WHERE id = :id AND (last_used_at IS NULL OR last_used_at < now() - CAST(:resolution AS interval))
-RETURNING last_used_at
-""")
-_REVOKE = sa.text(f"""
-UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = :id RETURNING {_COLUMNS}
-""")
-_GET = sa.text(f"SELECT {_COLUMNS} FROM api_keys WHERE id = :id")
-_LIST = sa.text(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
-_LIST_ACTIVE = sa.text(f"""
-SELECT {_COLUMNS} FROM api_keys
-WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-ORDER BY created_at, id
-""")
-
-
-def api_key_from_row(row: Any) -> ApiKey:
-    """An ``ApiKey`` (without its hash) from a row selected with the repository's column list."""
+def _api_key(values: Sequence[Any]) -> ApiKey:
+    """An ``ApiKey`` (never its hash) from a row in ``api_keys.columns`` order."""
     return ApiKey(
-        id=row.id,
-        name=row.name,
-        key_id=row.key_id,
-        scopes=tuple(row.scopes),
-        created_at=row.created_at,
-        last_used_at=row.last_used_at,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
+        id=values[0],
+        name=values[1],
+        key_id=values[2],
+        scopes=tuple(values[3]),
+        created_at=values[4],
+        last_used_at=values[5],
+        expires_at=values[6],
+        revoked_at=values[7],
     )
+
+
+def api_key_row(cursor: psycopg.Cursor[Any]) -> RowMaker[ApiKey]:
+    """psycopg row factory: rows selected with ``api_keys.columns`` become ``ApiKey`` records."""
+    return _api_key
 
 
 class VerifyCache:
@@ -157,8 +136,8 @@ def _digest(plaintext: str) -> str:
 class ApiKeysRepo:
     """API keys: create (plaintext returned once), verify, revoke, list."""
 
-    def __init__(self, connection: sa.Connection, settings: Settings) -> None:
-        self.connection = connection
+    def __init__(self, executor: Executor, settings: Settings) -> None:
+        self.executor = executor
         self.settings = settings
 
     def create(
@@ -175,9 +154,8 @@ class ApiKeysRepo:
             key_id = secrets.token_hex(8)
             secret = secrets.token_urlsafe(32)
             key_hash = bcrypt.hashpw(secret.encode(), bcrypt.gensalt(self.settings.bcrypt_rounds))
-            row = execute(
-                self.connection,
-                _CREATE,
+            key = self.executor.one(
+                "api_keys.create",
                 {
                     "name": name,
                     "key_id": key_id,
@@ -185,8 +163,10 @@ class ApiKeysRepo:
                     "scopes": scope_list,
                     "expires_at": expires_at,
                 },
-            ).one()
-            return api_key_from_row(row), f"{PREFIX}_{key_id}_{secret}"
+                row=api_key_row,
+            )
+            assert key is not None  # an INSERT ... RETURNING always returns its row
+            return key, f"{PREFIX}_{key_id}_{secret}"
 
     def verify(self, plaintext: str) -> ApiKey:
         """The key ``plaintext`` belongs to; ``errors.InvalidApiKey`` for any failure.
@@ -208,18 +188,19 @@ class ApiKeysRepo:
                     cached.expires_at is None or cached.expires_at > datetime.now(cached.expires_at.tzinfo)
                 ):
                     return cached
-            row = execute(self.connection, _BY_KEY_ID, {"key_id": key_id}).one_or_none()
+            row = self.executor.one("api_keys.by_key_id", {"key_id": key_id})
             if row is None:
                 bcrypt.checkpw(secret, _dummy_hash(self.settings.bcrypt_rounds))
                 raise errors.InvalidApiKey()
-            matches = bcrypt.checkpw(secret, row.key_hash.encode("ascii"))
-            expired = row.expires_at is not None and row.expires_at <= row.db_now
-            if not matches or row.revoked_at is not None or expired:
+            key = _api_key(row)
+            key_hash, db_now = row[8], row[9]
+            matches = bcrypt.checkpw(secret, key_hash.encode("ascii"))
+            expired = key.expires_at is not None and key.expires_at <= db_now
+            if not matches or key.revoked_at is not None or expired:
                 raise errors.InvalidApiKey()
-            key = api_key_from_row(row)
-            touched = execute(
-                self.connection, _TOUCH, {"id": key.id, "resolution": LAST_USED_RESOLUTION}
-            ).scalar_one_or_none()
+            touched = self.executor.scalar(
+                "api_keys.touch", {"id": key.id, "resolution": LAST_USED_RESOLUTION}
+            )
             if touched is not None:
                 key = replace(key, last_used_at=touched)
             if ttl > 0:
@@ -232,22 +213,22 @@ class ApiKeysRepo:
         with operation("api_keys", "revoke"):
             # Cleared before the write too: even a revoke that is rolled back only costs a re-check.
             verify_cache().discard(key_uuid)
-            row = execute(self.connection, _REVOKE, {"id": key_uuid}).one_or_none()
-            if row is None:
+            key = self.executor.one("api_keys.revoke", {"id": key_uuid}, row=api_key_row)
+            if key is None:
                 raise errors.ApiKeyNotFound(key_uuid)
-            return api_key_from_row(row)
+            return key
 
     def get(self, api_key_id: UUID | str) -> ApiKey:
         """One key by its id (never its hash); ``ApiKeyNotFound``."""
         key_uuid = as_uuid(api_key_id, "api_key_id")
         with operation("api_keys", "get"):
-            row = execute(self.connection, _GET, {"id": key_uuid}).one_or_none()
-            if row is None:
+            key = self.executor.one("api_keys.get", {"id": key_uuid}, row=api_key_row)
+            if key is None:
                 raise errors.ApiKeyNotFound(key_uuid)
-            return api_key_from_row(row)
+            return key
 
     def list(self, *, include_inactive: bool = True) -> builtins.list[ApiKey]:
         """Every key, oldest first (never a hash); ``include_inactive=False`` drops revoked/expired."""
         with operation("api_keys", "list"):
-            statement = _LIST if include_inactive else _LIST_ACTIVE
-            return [api_key_from_row(r) for r in execute(self.connection, statement, {}).all()]
+            statement = "api_keys.list" if include_inactive else "api_keys.list_active"
+            return self.executor.all(statement, row=api_key_row)

@@ -1,44 +1,74 @@
-"""``Database``: one engine per process, and the unit of work (``db.transaction()``)."""
+"""``Database``: one psycopg connection pool per process, and the unit of work (``db.transaction()``)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-import sqlalchemy as sa
-import sqlalchemy.exc
+import psycopg
+from psycopg_pool import ConnectionPool
 
 from lifecycle import errors
 from lifecycle.db._translate import translate
 from lifecycle.redaction import redact_url, register_secret
 
 if TYPE_CHECKING:
+    from lifecycle.db.events import JobEventsRepo
+    from lifecycle.db.jobs import JobsRepo
     from lifecycle.db.unit_of_work import Transaction
     from lifecycle.settings import Settings
 
+#: Connections the pool may open beyond ``DATABASE_POOL_SIZE`` under load (SQLAlchemy's overflow, as before).
+MAX_OVERFLOW: Final = 10
+#: An idle connection is closed after this long (the pool opens connections on demand).
+MAX_IDLE_SECONDS: Final = 600.0
+#: Seconds a transaction waits for a pooled connection (all in use, or the server unreachable).
+POOL_TIMEOUT_SECONDS: Final = 30.0
 
-def sqlalchemy_url(url: str) -> str:
-    """``url`` with the psycopg 3 driver named (``postgresql+psycopg://``)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
-        return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
-    raise errors.InvalidInput("database URL must be a postgresql:// URL", field="DATABASE_URL")
+_URL_SCHEMES: Final = ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg")
 
 
 def libpq_url(url: str) -> str:
-    """``url`` as plain ``postgresql://`` for psycopg and libpq tools."""
+    """``url`` as plain ``postgresql://`` for psycopg and libpq tools; anything else is ``InvalidInput``."""
     parts = urlsplit(url)
+    if parts.scheme not in _URL_SCHEMES:
+        raise errors.InvalidInput("database URL must be a postgresql:// URL", field="DATABASE_URL")
     return urlunsplit(parts._replace(scheme="postgresql"))
 
 
 class Database:
-    """The application database: an engine and the settings the repositories follow."""
+    """The application database: a psycopg connection pool and the settings the repositories follow.
 
-    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
-        self.engine = engine
+    ``db.transaction()`` is the unit of work. ``db.jobs`` and ``db.events`` run the one-statement
+    operations (``transition``, ``claim_next``, ``get``, ...) each as its own transaction in a single
+    round trip, with the same errors and events as inside a transaction.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        *,
+        pool_size: int | None = None,
+        prepare_threshold: int | None | str = "default",
+    ) -> None:
+        self._url = libpq_url(url)
         self.settings = settings
+        threshold = (
+            settings.database_prepare_threshold if prepare_threshold == "default" else prepare_threshold
+        )
+        #: Keyword arguments of every connection: autocommit (a transaction is ``conn.transaction()``,
+        #: and a one-statement operation needs no BEGIN/COMMIT round trips), and psycopg's prepare
+        #: threshold (``None`` behind Supabase's transaction pooler).
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": threshold}
+        self._pool_size = pool_size or settings.database_pool_size
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._lock = threading.Lock()
+        self._jobs: JobsRepo | None = None
+        self._events: JobEventsRepo | None = None
 
     @classmethod
     def from_url(
@@ -48,31 +78,14 @@ class Database:
         settings: Settings | None = None,
         pool_size: int | None = None,
         prepare_threshold: int | None | str = "default",
-        **engine_kwargs: object,
     ) -> Database:
         """A ``Database`` for ``url``; no connection is made until the first transaction."""
         from lifecycle.settings import Settings
 
-        settings = settings or Settings.load(env={})
         register_secret(urlsplit(url).password)
-        threshold = (
-            settings.database_prepare_threshold if prepare_threshold == "default" else prepare_threshold
+        return cls(
+            url, settings or Settings.load(env={}), pool_size=pool_size, prepare_threshold=prepare_threshold
         )
-        options: dict[str, Any] = {
-            "pool_size": pool_size or settings.database_pool_size,
-            "max_overflow": 10,
-            # Off by default: a ping is one more round trip on every transaction. Without it a
-            # connection the server dropped fails its first transaction (DatabaseUnavailable), and
-            # the pool is invalidated so the next transaction reconnects (``_common``/SQLAlchemy).
-            "pool_pre_ping": settings.database_pool_pre_ping,
-            # Replaced before a pooler or proxy would drop them for being idle or old.
-            "pool_recycle": settings.database_pool_recycle_seconds,
-            # Parameters may hold secrets (hashes, keys): never echo them in an error.
-            "hide_parameters": True,
-            "connect_args": {"prepare_threshold": threshold},
-        }
-        options.update(engine_kwargs)
-        return cls(sa.create_engine(sqlalchemy_url(url), **options), settings)
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> Database:
@@ -83,26 +96,109 @@ class Database:
             url = settings.database_url.get_secret_value()
         return cls.from_url(url, settings=settings)
 
+    @property
+    def url(self) -> str:
+        """The ``postgresql://`` URL (it holds the password: never log it; ``repr`` redacts it)."""
+        return self._url
+
+    # -- connections --------------------------------------------------------------------------------
+
+    def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._pool is None:
+                # The pool connects in the background and a caller would wait POOL_TIMEOUT_SECONDS
+                # for a server that is not there: connect once here, so that an unreachable or
+                # misnamed database is one prompt DatabaseUnavailable.
+                self.connect().close()
+                s = self.settings
+                recycle = s.database_pool_recycle_seconds
+                self._pool = ConnectionPool(
+                    self._url,
+                    kwargs=self._connect_kwargs,
+                    min_size=0,
+                    max_size=self._pool_size + MAX_OVERFLOW,
+                    # Pre-ping: a round trip before each checkout; off by default (see README).
+                    check=ConnectionPool.check_connection if s.database_pool_pre_ping else None,
+                    # Replaced before a pooler or proxy would drop them for being old.
+                    max_lifetime=float("inf") if recycle < 0 else float(recycle),
+                    max_idle=MAX_IDLE_SECONDS,
+                    timeout=POOL_TIMEOUT_SECONDS,
+                    name="lifecycle",
+                    open=True,
+                )
+            return self._pool
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection of its own, outside the pool (autocommit): for a session-long lock."""
+        try:
+            return psycopg.connect(self._url, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit mode (each statement its own transaction).
+
+        A connection found broken is dropped by the pool when it comes back; the idle ones are then
+        checked too (the server may have dropped them all: a restart, a failover), so the next
+        caller gets a live one.
+        """
+        pool = self._open_pool()
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            error = translate(exc)
+            if isinstance(error, errors.DatabaseUnavailable):
+                pool.check()
+            raise error from exc
+        except errors.DatabaseUnavailable:
+            pool.check()
+            raise
+
     @contextmanager
     def transaction(self, *, run_id: str | None = None) -> Iterator[Transaction]:
         """One connection, one transaction: commit on success, roll back on any exception."""
         from lifecycle.db.unit_of_work import Transaction
 
-        try:
-            conn = self.engine.connect()
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate(exc) from exc
-        try:
-            with conn.begin():
-                yield Transaction(conn, self.settings, run_id=run_id)
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate(exc) from exc
-        finally:
-            conn.close()
+        with self.connection() as conn:
+            try:
+                with conn.transaction():
+                    yield Transaction(conn, self.settings, run_id=run_id)
+            except psycopg.Error as exc:  # BEGIN or COMMIT failed (a lost connection, a deferred check)
+                raise translate(exc) from exc
+
+    # -- one statement, one round trip ---------------------------------------------------------------
+
+    @property
+    def jobs(self) -> JobsRepo:
+        """``JobsRepo`` outside a transaction: each one-statement operation is its own transaction."""
+        if self._jobs is None:
+            from lifecycle.db._executor import PooledExecutor
+            from lifecycle.db.jobs import JobsRepo
+
+            self._jobs = JobsRepo(PooledExecutor(self), self.settings)
+        return self._jobs
+
+    @property
+    def events(self) -> JobEventsRepo:
+        """``JobEventsRepo`` outside a transaction: each ``add``/``page`` is its own transaction."""
+        if self._events is None:
+            from lifecycle.db._executor import PooledExecutor
+            from lifecycle.db.events import JobEventsRepo
+
+            self._events = JobEventsRepo(PooledExecutor(self))
+        return self._events
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
-        self.engine.dispose()
+        """Close every pooled connection (the next transaction opens a new pool)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def __repr__(self) -> str:
-        return f"Database({redact_url(self.engine.url.render_as_string(hide_password=True))})"
+        return f"Database({redact_url(self._url)})"

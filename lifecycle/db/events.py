@@ -5,18 +5,14 @@ everything else (notes, progress, storage actions). Events written inside a tran
 ``run_id``.
 """
 
-# The f-strings that build SQL here join module constants (column lists, fixed fragments) only;
-# every value is a bound parameter.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
-import sqlalchemy as sa
+from psycopg.rows import RowMaker
 
 from lifecycle import errors
 from lifecycle.db._common import (
@@ -26,59 +22,49 @@ from lifecycle.db._common import (
     decode_cursor,
     dump_json,
     encode_cursor,
-    fetch_all,
-    fetch_one,
     operation,
 )
 from lifecycle.records import JobEvent, Page
 from lifecycle.states import JobStatus
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from lifecycle.db._executor import Executor
 
 #: Largest page of ``list``/``page``.
 MAX_PAGE: Final = 10_000
 #: Largest event ``data`` (JSON bytes).
 MAX_DATA_BYTES: Final = 64 * 1024
 
-_COLUMNS = "id, job_id, ts, type, from_status, to_status, data, run_id"
-
-_ADD = f"""
-INSERT INTO job_events (job_id, type, data, run_id)
-VALUES (%(job_id)s, %(type)s, CAST(%(data)s AS jsonb), %(run_id)s)
-RETURNING {_COLUMNS}
-"""
-_LIST_FIRST = f"""
-SELECT {_COLUMNS} FROM job_events WHERE job_id = %(job_id)s
-ORDER BY ts, id LIMIT %(limit)s
-"""
-_LIST_AFTER = f"""
-SELECT {_COLUMNS} FROM job_events
-WHERE job_id = %(job_id)s AND (ts, id) > (%(after_ts)s, %(after_id)s)
-ORDER BY ts, id LIMIT %(limit)s
-"""
-
-
 _STATUS_BY_VALUE: Final = {status.value: status for status in JobStatus}
 
 
-def event_from_row(row: Sequence[Any]) -> JobEvent:
-    """A ``JobEvent`` from a row selected with the repository's column list (positional: see jobs)."""
-    from_status, to_status = row[4], row[5]
+def _event(values: Sequence[Any]) -> JobEvent:
+    """A ``JobEvent`` from a row in ``events.columns`` order."""
+    from_status, to_status = values[4], values[5]
     return JobEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
+        values[0],
+        values[1],
+        values[2],
+        values[3],
         None if from_status is None else _STATUS_BY_VALUE[from_status],
         None if to_status is None else _STATUS_BY_VALUE[to_status],
-        row[6],
-        row[7],
+        values[6],
+        values[7],
     )
+
+
+def event_row(cursor: psycopg.Cursor[Any]) -> RowMaker[JobEvent]:
+    """psycopg row factory: rows selected with ``events.columns`` become ``JobEvent`` records."""
+    return _event
 
 
 class JobEventsRepo:
     """Events of jobs: append and read in ``(ts, id)`` order."""
 
-    def __init__(self, connection: sa.Connection, *, run_id: str | None = None) -> None:
-        self.connection = connection
+    def __init__(self, executor: Executor, *, run_id: str | None = None) -> None:
+        self.executor = executor
         self.run_id = run_id
 
     def add(self, job_id: UUID | str, type: str, data: Mapping[str, Any] | None = None) -> JobEvent:
@@ -87,15 +73,15 @@ class JobEventsRepo:
         with operation("events", "add", job_uuid):
             check_text(type, "type", max_length=200)
             payload = dump_json(data, "data", max_bytes=MAX_DATA_BYTES)
-            row = fetch_one(
-                self.connection,
-                _ADD,
+            event = self.executor.one(
+                "events.add",
                 {"job_id": job_uuid, "type": type, "data": payload, "run_id": self.run_id},
+                row=event_row,
                 job_id=job_uuid,
             )
-            if row is None:  # an INSERT ... RETURNING always returns its row
+            if event is None:  # an INSERT ... RETURNING always returns its row
                 raise errors.LifecycleError("event was not written")
-            return event_from_row(row)
+            return event
 
     def page(self, job_id: UUID | str, limit: int = 100, after: str | None = None) -> Page[JobEvent]:
         """One page of a job's events, oldest first; pass ``next_cursor`` as ``after`` for the next."""
@@ -126,15 +112,15 @@ class JobEventsRepo:
     def _page(self, job_uuid: UUID, limit: int, after: str | None) -> Page[JobEvent]:
         check_limit(limit, maximum=MAX_PAGE)
         values: dict[str, Any] = {"job_id": job_uuid, "limit": limit + 1}
-        statement = _LIST_FIRST
+        statement = "events.list_first"
         if after is not None:
             after_ts, after_id = decode_cursor(after)
             if not after_id.isdigit() or len(after_id) > 19:
                 raise errors.InvalidInput("invalid cursor", field="after")
             values.update(after_ts=after_ts, after_id=int(after_id))
-            statement = _LIST_AFTER
-        rows = fetch_all(self.connection, statement, values, job_id=job_uuid)
-        more = len(rows) > limit
-        items = [event_from_row(r) for r in (rows[:limit] if more else rows)]
+            statement = "events.list_after"
+        events = self.executor.all(statement, values, row=event_row, job_id=job_uuid)
+        more = len(events) > limit
+        items = events[:limit] if more else events
         cursor = encode_cursor(items[-1].ts, items[-1].id) if more else None
         return Page(items=items, next_cursor=cursor)

@@ -1,7 +1,9 @@
 """Schema migrations (Alembic) driven from Python: ``lifecycle migrate`` and the Dagster asset.
 
-Driver and Alembic errors leave this module as ``lifecycle.errors`` (an unreachable or misnamed
-database is ``DatabaseUnavailable``), so the CLI prints one line instead of a traceback.
+With ``lifecycle.db.tables``, the only run-time module that uses SQLAlchemy: Alembic runs on it.
+Each call opens one short-lived engine (no pool) for a database URL. Driver and Alembic errors
+leave this module as ``lifecycle.errors`` (an unreachable or misnamed database is
+``DatabaseUnavailable``), so the CLI prints one line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 import sqlalchemy.exc
@@ -23,7 +26,24 @@ from alembic.util import CommandError
 
 from lifecycle import errors
 from lifecycle.db._translate import translate
+from lifecycle.db.engine import libpq_url
 from lifecycle.db.tables import metadata
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``url`` with the psycopg 3 driver named (``postgresql+psycopg://``), for SQLAlchemy."""
+    parts = urlsplit(libpq_url(url))
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+@contextmanager
+def _engine(url: str) -> Iterator[sa.Engine]:
+    # Parameters may hold secrets: never echo them in an error.
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool, hide_parameters=True)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def migrations_dir() -> Path:
@@ -40,7 +60,7 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except sqlalchemy.exc.DBAPIError as exc:
-        raise translate(exc) from exc
+        raise translate(exc.orig if exc.orig is not None else exc) from exc
     except CommandError as exc:
         # Alembic's own failures (a revision it does not know: the database is newer than this code).
         raise errors.LifecycleError(f"migration failed: {exc}") from exc
@@ -61,29 +81,29 @@ def head_revision() -> str | None:
         return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def current_revision(engine: sa.Engine) -> str | None:
-    """The revision the database is at (``None`` before the first migration)."""
-    with _translated(), engine.connect() as conn:
+def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at (``None`` before the first migration)."""
+    with _translated(), _engine(url) as engine, engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
+def upgrade(url: str, revision: str = "head") -> str | None:
     """Upgrade to ``revision``; returns the revision reached."""
-    with _translated(), engine.begin() as conn:
+    with _translated(), _engine(url) as engine, engine.begin() as conn:
         command.upgrade(alembic_config(conn), revision)
-    return current_revision(engine)
+    return current_revision(url)
 
 
-def downgrade(engine: sa.Engine, revision: str = "base") -> str | None:
+def downgrade(url: str, revision: str = "base") -> str | None:
     """Downgrade to ``revision``; returns the revision reached."""
-    with _translated(), engine.begin() as conn:
+    with _translated(), _engine(url) as engine, engine.begin() as conn:
         command.downgrade(alembic_config(conn), revision)
-    return current_revision(engine)
+    return current_revision(url)
 
 
-def drift(engine: sa.Engine) -> list[Any]:
+def drift(url: str) -> list[Any]:
     """Differences between the migrated schema and ``lifecycle.db.tables`` (empty: no drift)."""
-    with _translated(), engine.connect() as conn:
+    with _translated(), _engine(url) as engine, engine.connect() as conn:
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "compare_server_default": True}
         )

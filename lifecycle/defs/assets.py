@@ -12,9 +12,9 @@ GROUP = "lifecycle"
 
 @dg.asset(group_name=GROUP, description="The application schema, upgraded to the newest migration.")
 def database_schema(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    engine = database.db.engine
-    before = migrate.current_revision(engine)
-    after = migrate.upgrade(engine)
+    url = database.db.url
+    before = migrate.current_revision(url)
+    after = migrate.upgrade(url)
     context.log.info(f"schema migrated {before or 'base'} -> {after}")
     return dg.MaterializeResult(
         metadata={

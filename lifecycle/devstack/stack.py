@@ -310,8 +310,8 @@ def _bootstrap(settings: Settings, app_url: str, *, demo: bool) -> None:
 
     db = Database.from_url(app_url, settings=settings)
     try:
-        before = migrate.current_revision(db.engine)
-        after = migrate.upgrade(db.engine)
+        before = migrate.current_revision(db.url)
+        after = migrate.upgrade(db.url)
         _say(f"schema {before or 'base'} -> {after}" if before != after else f"schema at {after}")
         from lifecycle import seeding
         from lifecycle.storage import StorageRepo
