@@ -1,7 +1,7 @@
 """Structured logs (structlog) with ``jobId``/``runId`` bound through contextvars.
 
 ``configure(settings)`` sets up one pipeline for both structlog and standard-library logging
-(libraries, Dagster, SQLAlchemy): contextvars merged, level and timestamp added, every value
+(libraries, Dagster, psycopg): contextvars merged, level and timestamp added, every value
 redacted, then rendered as JSON lines or for the console (``LOG_FORMAT``). It is idempotent.
 Nothing is configured at import time.
 """
@@ -140,7 +140,7 @@ def install_record_redaction() -> None:
         logging.setLogRecordFactory(_RedactingRecordFactory(current))
 
 
-_CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "pgserver")
+_CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "pgserver", "psycopg.pool")
 
 
 def configure(settings: Any = None, *, stream: TextIO | None = None) -> None:
@@ -180,7 +180,7 @@ def configure(settings: Any = None, *, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Libraries that narrate every step at INFO (alembic's plugins, httpx's every request, pgserver's
-    # process bookkeeping) speak at WARNING unless DEBUG is asked for; their records are still redacted.
+    # process bookkeeping, psycopg_pool's every checkout) speak at WARNING unless DEBUG is asked for; their records are still redacted.
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     install_record_redaction()

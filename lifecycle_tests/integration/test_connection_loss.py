@@ -1,19 +1,20 @@
 """A pooled connection the server dropped (restart, failover, a pooler's idle timeout).
 
 Pre-ping off (the default): the first transaction on a dead connection fails with
-``DatabaseUnavailable``, the pool is invalidated, and the next transaction reconnects. Pre-ping on:
-no transaction fails.
+``DatabaseUnavailable``; the pool drops it and checks its idle connections, so the next transaction
+gets a live one. Pre-ping on (the pool's ``check``): no transaction fails. The same for the
+one-round-trip operations (``db.jobs``), which borrow a pooled connection per statement.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from lifecycle import errors
 from lifecycle.db import Database, Transaction
@@ -43,7 +44,9 @@ def _pooled_backends(db: Database) -> set[int]:
 
 
 def _pid(tx: Transaction) -> int:
-    return int(tx.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    row = tx.connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _terminate(raw: psycopg.Connection[Any], pids: set[int]) -> None:
@@ -57,32 +60,41 @@ def _terminate(raw: psycopg.Connection[Any], pids: set[int]) -> None:
         time.sleep(0.02)
 
 
-# The first statement of the transaction: through a repository (sent on the driver connection)
-# and through SQLAlchemy (``tx.connection.execute``), the two ways code talks to the database.
-_FIRST_STATEMENTS: dict[str, Callable[[Transaction, Any], object]] = {
-    "repository": lambda tx, job_id: tx.jobs.get(job_id),
-    "sqlalchemy": lambda tx, job_id: tx.connection.execute(sa.text("SELECT 1")).scalar_one(),
+# The first call after the server dropped every pooled connection: a repository call inside a
+# transaction, a transaction with no statement at all (only BEGIN and COMMIT go out), and a
+# one-round-trip call outside any transaction.
+_FIRST_CALLS: dict[str, Callable[[Database, Any], object]] = {
+    "transaction": lambda db, job_id: _in_transaction(db, lambda tx: tx.jobs.get(job_id)),
+    "empty transaction": lambda db, job_id: _in_transaction(db, lambda tx: None),
+    "one round trip": lambda db, job_id: db.jobs.get(job_id),
 }
 
 
-@pytest.mark.parametrize("path", sorted(_FIRST_STATEMENTS))
-def test_without_pre_ping_one_transaction_fails_and_the_next_reconnects(
+def _in_transaction(db: Database, call: Callable[[Transaction], object]) -> object:
+    with db.transaction() as tx:
+        return call(tx)
+
+
+@pytest.mark.parametrize("path", sorted(_FIRST_CALLS))
+def test_without_pre_ping_one_call_fails_and_the_next_reconnects(
     database_url: str, raw: psycopg.Connection[Any], job_id: Any, path: str
 ) -> None:
-    first_statement = _FIRST_STATEMENTS[path]
+    first_call = _FIRST_CALLS[path]
     db = _database(database_url, pre_ping=False)
     try:
         old = _pooled_backends(db)
         assert len(old) == 2
         _terminate(raw, old)
 
-        with pytest.raises(errors.DatabaseUnavailable), db.transaction() as tx:
-            first_statement(tx, job_id)
+        with pytest.raises(errors.DatabaseUnavailable):
+            first_call(db, job_id)
 
-        # Both pooled connections were dead; the pool was invalidated, so neither is handed out again.
+        # Both pooled connections were dead: the failed one was dropped, and the other was found
+        # dead by the pool's check of its idle connections, so neither is handed out again.
         for _ in range(3):
+            first_call(db, job_id)
+            assert db.jobs.get(job_id).id == job_id
             with db.transaction() as tx:
-                first_statement(tx, job_id)
                 assert tx.jobs.get(job_id).id == job_id
                 assert _pid(tx) not in old
     finally:
@@ -104,17 +116,39 @@ def test_with_pre_ping_no_transaction_fails(
         db.dispose()
 
 
-def test_pool_settings_reach_the_engine(database_url: str) -> None:
-    settings = Settings.load(env={"DATABASE_POOL_PRE_PING": "true", "DATABASE_POOL_RECYCLE_SECONDS": "42"})
-    db = Database.from_url(database_url, settings=settings)
+def test_a_connection_older_than_the_recycle_age_is_replaced(database_url: str) -> None:
+    settings = Settings.load(env={"DATABASE_POOL_RECYCLE_SECONDS": "1"})
+    db = Database.from_url(database_url, settings=settings, pool_size=1)
     try:
-        assert db.engine.pool._pre_ping is True
-        assert db.engine.pool._recycle == 42
+        with db.transaction() as tx:
+            first = _pid(tx)
+        deadline = time.monotonic() + 15
+        while True:
+            with db.transaction() as tx:
+                if _pid(tx) != first:
+                    break
+            assert time.monotonic() < deadline, "the pooled connection was never replaced"
+            time.sleep(0.2)
     finally:
         db.dispose()
-    default = Database.from_url(database_url, settings=Settings.load(env={}))
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_database_fails_at_once() -> None:
+    db = Database.from_url(f"postgresql://nobody:secret-pw-5521@127.0.0.1:{_unused_port()}/none")
     try:
-        assert default.engine.pool._pre_ping is False
-        assert default.engine.pool._recycle == 300
+        started = time.monotonic()
+        with pytest.raises(errors.DatabaseUnavailable) as caught, db.transaction():
+            pass
+        # Not the pool's 30-second wait for a connection it keeps retrying in the background.
+        assert time.monotonic() - started < 10
+        assert "secret-pw-5521" not in str(caught.value)
+        with pytest.raises(errors.DatabaseUnavailable):
+            db.jobs.get("00000000-0000-0000-0000-000000000001")
     finally:
-        default.dispose()
+        db.dispose()

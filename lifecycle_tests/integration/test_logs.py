@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from lifecycle import logs
+from lifecycle.db._executor import SQL_LOGGER
 from lifecycle.db import Database
 from lifecycle.redaction import register_secret
 from lifecycle.settings import LogFormat, Settings
@@ -41,7 +42,7 @@ class _Capture:
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    loggers = {name: logging.getLogger(name).level for name in ("sqlalchemy.engine", "httpx")}
+    loggers = {name: logging.getLogger(name).level for name in (SQL_LOGGER, "httpx")}
     factory = logging.getLogRecordFactory()
     try:
         yield
@@ -64,8 +65,8 @@ def test_every_line_while_handling_a_job_carries_its_job_id(
 ) -> None:
     from lifecycle import artifacts
 
-    # Library lines too: SQLAlchemy's statements and httpx's requests are written inside the block.
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+    # Every line written inside the block: the data layer's statements and httpx's requests too.
+    logging.getLogger(SQL_LOGGER).setLevel(logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.INFO)
     with db.transaction() as tx:
         job = tx.jobs.create(params={"source": "a.mp4"})
@@ -80,7 +81,7 @@ def test_every_line_while_handling_a_job_carries_its_job_id(
     handled = capture.records(start, end)
     loggers = {r.get("logger") for r in handled}
     assert {"lifecycle.artifacts", "httpx"} <= loggers, loggers
-    assert any(str(r.get("logger", "")).startswith("sqlalchemy.engine") for r in handled)
+    assert any(r.get("logger") == SQL_LOGGER for r in handled)
     for record in handled:
         assert record.get("jobId") == str(job.id), record
         assert record.get("runId") == "run-1", record
@@ -91,7 +92,7 @@ def test_every_line_while_handling_a_job_carries_its_job_id(
 
 
 def test_repository_operations_bind_the_job_id(db: Database, capture: _Capture) -> None:
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+    logging.getLogger(SQL_LOGGER).setLevel(logging.DEBUG)
     with db.transaction() as tx:
         job = tx.jobs.create(params={})
     start = capture.mark()
@@ -101,7 +102,8 @@ def test_repository_operations_bind_the_job_id(db: Database, capture: _Capture) 
     statements = [
         r
         for r in capture.records(start)
-        if "UPDATE jobs" in r["event"] or "INSERT INTO job_events" in r["event"]
+        if r.get("logger") == SQL_LOGGER
+        and r.get("statement") in ("jobs.transition_known_from", "events.add")
     ]
     assert len(statements) >= 2
     assert all(r.get("jobId") == str(job.id) for r in statements), statements
