@@ -58,10 +58,10 @@ def expired_jobs_sensor(
     if active:
         run = active[0]
         return dg.SkipReason(f"retention run {run.run_id} is {run.status.value}: not requesting another")
-    now = datetime.now(UTC)
-    oldest = status_counts.oldest_expired_job(database.db, now)
+    # Both probes on the database clock: the one the cleanup decides by (this host's may differ).
+    oldest = status_counts.oldest_expired_job(database.db)
     drain_only = oldest is None
-    if drain_only and not status_counts.outbox_due(database.db, now):
+    if drain_only and not status_counts.outbox_due(database.db):
         return dg.SkipReason("no expired jobs waiting for cleanup and no queued object due for removal")
     cursor = parse_cursor(context.cursor)
     requests = int(cursor["requests"]) + 1
@@ -73,7 +73,7 @@ def expired_jobs_sensor(
             {
                 "requests": requests,
                 "last_run_key": run_key,
-                "last_requested_at": now.isoformat(),
+                "last_requested_at": datetime.now(UTC).isoformat(),
                 "oldest_expired_job_id": oldest,
             }
         )
