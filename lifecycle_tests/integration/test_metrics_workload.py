@@ -98,7 +98,7 @@ def test_database_error_is_counted_with_its_class(db: Database, raw: psycopg.Con
 
     def cancel_with_short_lock_timeout() -> None:
         with db.transaction() as tx:
-            tx.connection.exec_driver_sql("SET LOCAL lock_timeout = '50ms'")
+            tx.connection.execute("SET LOCAL lock_timeout = '50ms'")
             tx.jobs.transition(job.id, JobStatus.CANCELED)
 
     try:
