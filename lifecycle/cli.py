@@ -8,17 +8,25 @@ command's duration (both need the ``dev`` extra). Errors print one redacted line
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from lifecycle import errors
 from lifecycle.redaction import redact_known
 from lifecycle.settings import MAX_RECONCILE_GRACE_SECONDS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lifecycle.retention.report import CleanupReport, DrainPlan, DrainReport, ReconcileReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -227,6 +235,91 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
+# -- terminal rendering (cleanup, reconcile): a rich progress bar and tables --------------------------
+
+_PHASE_LABELS = {"jobs": "deleting expired jobs", "objects": "removing objects"}
+
+
+@contextmanager
+def _progress_bar(console: Console) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A ``progress(phase, done, total)`` callback drawing one bar per phase (on ``console``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = Progress(*columns, console=console, transient=False)
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int | None) -> None:
+        if not tasks:
+            bar.start()  # drawn on first progress: a run that fails at once prints its error line alone
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(_PHASE_LABELS.get(phase, phase), total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bar.stop()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _report_table(report: CleanupReport | DrainReport | ReconcileReport, title: str) -> Table:
+    """Every scalar field of a report as a two-column table (a cleanup's: its summary rows)."""
+    from rich.table import Table
+
+    from lifecycle.retention.report import CleanupReport
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    if isinstance(report, CleanupReport):
+        rows = report.summary_rows()
+    else:
+        rows = [(f.name, getattr(report, f.name)) for f in dataclasses.fields(report)]
+    for name, value in rows:
+        if isinstance(value, (list, dict)) or dataclasses.is_dataclass(value):
+            continue
+        table.add_row(name, _cell(value))
+    return table
+
+
+def _plan_table(report: CleanupReport) -> Table | None:
+    """The dry-run plan of a cleanup report, or ``None``."""
+    from rich.table import Table
+
+    plan = report.plan
+    if plan is None:
+        return None
+    table = Table(title="Dry run: what a real run would do", caption=plan.would_do)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for name, value in plan.rows():
+        table.add_row(name, _cell(value))
+    for job_id in plan.sample_job_ids:
+        table.add_row("sample job id", str(job_id))
+    return table
+
+
+def _drain_plan_table(plan: DrainPlan) -> Table:
+    """A drain's dry run: what is queued and what a drain would do now."""
+    from rich.table import Table
+
+    table = Table(title="Dry run: what a drain would do", caption=plan.would_do)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for name, value in plan.rows():
+        table.add_row(name, _cell(value))
+    return table
+
+
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Select and report only; write nothing.")
 @click.option(
@@ -303,7 +396,6 @@ def cleanup(
     from rich.console import Console
 
     from lifecycle import retention
-    from lifecycle.retention import console as rendering
 
     settings = load_settings()
     db = open_database(settings)
@@ -313,13 +405,13 @@ def cleanup(
     try:
         if drain_only and dry_run:
             plan = retention.plan_drain(db)
-            out.print(rendering.drain_plan_table(plan))
+            out.print(_drain_plan_table(plan))
             return
         storage = _open_storage(settings)
         if drain_only:
             if storage is None:
                 raise errors.ConfigurationError("SUPABASE_URL is not set", variable="SUPABASE_URL")
-            with rendering.progress_bar(err) as progress:
+            with _progress_bar(err) as progress:
                 drained = retention.drain_outbox(
                     db,
                     storage,
@@ -328,10 +420,10 @@ def cleanup(
                     run_id=run_id,
                     progress=progress,
                 )
-            out.print(rendering.report_table(drained, "Outbox drain"))
+            out.print(_report_table(drained, "Outbox drain"))
             left = _with_first_error(drained.work_left(), drained.errors)
         else:
-            with rendering.progress_bar(err) as progress:
+            with _progress_bar(err) as progress:
                 report = retention.cleanup(
                     db,
                     storage,
@@ -345,8 +437,8 @@ def cleanup(
                     progress=None if dry_run else progress,
                     vacuum=vacuum,
                 )
-            out.print(rendering.report_table(report, "Retention cleanup" + (" (dry run)" if dry_run else "")))
-            plan_table = rendering.plan_table(report)
+            out.print(_report_table(report, "Retention cleanup" + (" (dry run)" if dry_run else "")))
+            plan_table = _plan_table(report)
             if plan_table is not None:
                 out.print(plan_table)
             left = _with_first_error(report.work_left(), report.errors)
@@ -386,7 +478,6 @@ def reconcile(apply_: bool, grace_seconds: int, run_id: str | None) -> None:
     from rich.console import Console
 
     from lifecycle import retention
-    from lifecycle.retention import console as rendering
 
     settings = load_settings()
     db = open_database(settings)
@@ -402,7 +493,7 @@ def reconcile(apply_: bool, grace_seconds: int, run_id: str | None) -> None:
             storage.close()
         db.dispose()
     out = Console()
-    out.print(rendering.report_table(report, "Orphan reconciliation" + ("" if apply_ else " (dry run)")))
+    out.print(_report_table(report, "Orphan reconciliation" + ("" if apply_ else " (dry run)")))
     for key in report.orphan_sample:
         out.print(f"orphan: {key}")
     for job_id, key in report.missing_sample:

@@ -19,6 +19,7 @@ from lifecycle.states import JobStatus, can_transition, parse_status
 SAMPLE_SIZE = 20
 DEFAULT_BATCH_SIZE = 1000
 
+
 class _DryRun(Exception):
     """Raised inside a dry run's transaction so that it rolls back."""
 
@@ -50,14 +51,6 @@ class TransitionReport:
             "sample_ids": [str(i) for i in self.sample_ids],
         }
 
-    def to_markdown(self) -> str:
-        """A small table for the Dagster UI."""
-        verb = "would move" if self.dry_run else "moved"
-        return (
-            "| from | to | " + verb + " | batches |\n|---|---|---:|---:|\n"
-            f"| {self.from_status} | {self.to_status} | {self.moved} | {self.batches} |\n"
-        )
-
 
 @dataclass
 class RescueReport:
@@ -80,13 +73,6 @@ class RescueReport:
             "requeued_sample": [str(i) for i in self.requeued_ids],
             "failed_sample": [str(i) for i in self.failed_ids],
         }
-
-    def to_markdown(self) -> str:
-        """A small table for the Dagster UI."""
-        return (
-            "| requeued | failed (attempts used up) | max attempts |\n|---:|---:|---:|\n"
-            f"| {self.requeued} | {self.failed} | {self.max_attempts} |\n"
-        )
 
 
 def transition_batch(

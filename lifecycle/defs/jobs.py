@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from lifecycle import errors, metrics, transitions
+from lifecycle.defs import markdown
 from lifecycle.defs.resources import DatabaseResource, StorageResource
 from lifecycle.retention.report import CleanupReport, DrainReport
 from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE, MAX_RECONCILE_GRACE_SECONDS
@@ -156,7 +157,7 @@ def retention_cleanup_op(
             f"in {report.batches} batch(es); outbox pending {report.outbox_pending}"
             + (f"; stopped by {report.stopped_by}" if report.stopped_by else "")
         )
-    yield dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    yield dg.Output(values, metadata=_metadata(values, markdown.cleanup_report(report)))
     _fail_if_work_left(report)
 
 
@@ -174,7 +175,7 @@ def _drain(
         plan = retention.plan_drain(database.db)
         context.log.info(f"dry run: {plan.would_do}; nothing was written")
         values = plan.as_dict()
-        yield dg.Output(values, metadata=_metadata(values, plan.to_markdown()))
+        yield dg.Output(values, metadata=_metadata(values, markdown.drain_plan(plan)))
         return
     drained = retention.drain_outbox(
         database.db,
@@ -190,7 +191,7 @@ def _drain(
         + (f"; stopped by {drained.stopped_by}" if drained.stopped_by else "")
     )
     values = drained.as_dict()
-    yield dg.Output(values, metadata=_metadata(values, drained.to_markdown()))
+    yield dg.Output(values, metadata=_metadata(values, markdown.drain_report(drained)))
     _fail_if_work_left(drained)
 
 
@@ -231,7 +232,7 @@ def rescue_stale_jobs_op(
     _log_jobs(context, report.failed_ids, report.failed, "failed (lease expired, attempts used up)")
     context.log.info(f"rescued: {report.requeued} requeued, {report.failed} failed")
     values = report.as_dict()
-    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    return dg.Output(values, metadata=_metadata(values, markdown.rescue_report(report)))
 
 
 @dg.job(
@@ -284,7 +285,7 @@ def transition_batch_op(
     _log_jobs(context, report.sample_ids, report.moved, f"{verb} {report.from_status} -> {report.to_status}")
     context.log.info(f"{verb} {report.moved} job(s) {report.from_status} -> {report.to_status}")
     values = report.as_dict()
-    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    return dg.Output(values, metadata=_metadata(values, markdown.transition_report(report)))
 
 
 @dg.job(
@@ -337,7 +338,7 @@ def purge_job_op(
         f"{report.objects_removed} object(s) removed, {report.objects_failed} failed"
     )
     values = report.as_dict()
-    yield dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    yield dg.Output(values, metadata=_metadata(values, markdown.cleanup_report(report)))
     _fail_if_work_left(report)
 
 
@@ -385,7 +386,7 @@ def reconcile_orphans_op(
         f"{report.orphans_queued} queued for deletion" + (" (dry run)" if config.dry_run else "")
     )
     values = report.as_dict()
-    return dg.Output(values, metadata=_metadata(values, report.to_markdown()))
+    return dg.Output(values, metadata=_metadata(values, markdown.reconcile_report(report)))
 
 
 @dg.job(

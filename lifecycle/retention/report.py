@@ -1,7 +1,9 @@
 """What a cleanup, drain, or reconciliation did (or, for a dry run, would do).
 
-Every report has ``as_dict()`` (JSON-ready: Dagster metadata, logs) and ``to_markdown()`` (the
-Dagster run page). Nothing here carries a secret: job ids, keys, counts and redacted errors only.
+Reports are plain data: fields, ``as_dict()`` (JSON-ready: Dagster metadata, logs), ``work_left()``,
+and labelled rows in reading order that the run page (``lifecycle.defs.markdown``) and the terminal
+tables (``lifecycle.cli``) both show. Nothing here carries a secret: job ids, keys, counts and
+redacted errors only.
 """
 
 from __future__ import annotations
@@ -28,15 +30,6 @@ def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value
-
-
-def _table(rows: list[tuple[str, Any]]) -> str:
-    lines = ["| | |", "|---|---|"]
-    for name, value in rows:
-        if isinstance(value, float):
-            value = f"{value:.3f}"
-        lines.append(f"| {name} | {'-' if value is None else value} |")
-    return "\n".join(lines)
 
 
 @dataclass
@@ -109,10 +102,6 @@ class DrainPlan:
         """The plan as JSON-ready values."""
         return dict(_jsonable(self))
 
-    def to_markdown(self) -> str:
-        """The plan as markdown (the Dagster run page)."""
-        return "\n".join(["### Outbox drain (dry run)", "", self.would_do, "", _table(self.rows())])
-
 
 def _outbox_left(pending: int, claimed: int, failed: int) -> str:
     """``"N object(s) still queued for removal (F failed, C claimed by a live run, W waiting)"``."""
@@ -157,17 +146,6 @@ class DrainReport:
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
         return dict(_jsonable(self))
-
-    def to_markdown(self) -> str:
-        """The report as a markdown table."""
-        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "errors"]
-        text = "### Outbox drain\n\n" + _table(rows)
-        left = self.work_left()
-        if left:
-            text += f"\n\n**Work left:** {left}"
-        if self.errors:
-            text += "\n\nErrors (redacted):\n" + "\n".join(f"- `{e}`" for e in self.errors)
-        return text
 
 
 @dataclass
@@ -241,23 +219,6 @@ class CleanupReport:
             skip |= {"expired_jobs_left", "outbox_claimed", "outbox_failed", "connection_losses"}
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip]
 
-    def to_markdown(self) -> str:
-        """The report as markdown (the Dagster run page)."""
-        title = "### Retention cleanup (dry run)" if self.dry_run else "### Retention cleanup"
-        parts = [title, "", _table(self.summary_rows())]
-        if self.plan is not None:
-            plan = self.plan
-            parts += ["", "#### Plan", "", plan.would_do, ""]
-            parts.append(_table(plan.rows()))
-            if plan.sample_job_ids:
-                parts += ["", "Sample job ids: " + ", ".join(f"`{j}`" for j in plan.sample_job_ids)]
-        left = self.work_left()
-        if left:
-            parts += ["", f"**Work left:** {left}"]
-        if self.errors:
-            parts += ["", "Errors (redacted):", *(f"- `{e}`" for e in self.errors[:20])]
-        return "\n".join(parts)
-
 
 @dataclass
 class ReconcileReport:
@@ -280,16 +241,3 @@ class ReconcileReport:
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
         return dict(_jsonable(self))
-
-    def to_markdown(self) -> str:
-        """The report as markdown."""
-        samples = {"orphan_sample", "unparseable_sample", "missing_sample"}
-        rows = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in samples]
-        parts = ["### Orphan reconciliation" + (" (dry run)" if self.dry_run else ""), "", _table(rows)]
-        if self.orphan_sample:
-            parts += ["", "Orphans: " + ", ".join(f"`{k}`" for k in self.orphan_sample)]
-        if self.unparseable_sample:
-            parts += ["", "Unparseable: " + ", ".join(f"`{k}`" for k in self.unparseable_sample)]
-        if self.missing_sample:
-            parts += ["", "Missing objects: " + ", ".join(f"`{j}`: `{k}`" for j, k in self.missing_sample)]
-        return "\n".join(parts)

@@ -14,6 +14,7 @@ import pytest
 
 from lifecycle import errors
 from lifecycle.db import Database
+from lifecycle.defs import markdown
 from lifecycle.retention import cleanup, purge
 from lifecycle.settings import Settings
 from lifecycle_tests.integration.test_retention_support import (
@@ -127,9 +128,9 @@ def test_dry_run_writes_nothing_and_reports_the_plan(db, raw):
     assert plan.newest_expiry is not None
     assert plan.oldest_expiry <= plan.newest_expiry <= datetime.now(UTC)
     assert "delete 29 job(s)" in plan.would_do
-    markdown = report.to_markdown()
-    assert "dry run" in markdown
-    assert str(plan.sample_job_ids[0]) in markdown
+    page = markdown.cleanup_report(report)
+    assert "dry run" in page
+    assert str(plan.sample_job_ids[0]) in page
     assert report.as_dict()["plan"]["eligible_jobs"] == 29
     # Not even row locks (FOR UPDATE writes xmax): the table saw no write.
     assert snapshot(raw) == before

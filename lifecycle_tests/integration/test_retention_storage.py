@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lifecycle.db import Database
+from lifecycle.defs import markdown
 from lifecycle.retention import cleanup, drain_outbox, purge
 from lifecycle.storage import ObjectKind, StorageRepo
 from lifecycle.storage.keys import BucketLayout
@@ -237,7 +238,7 @@ def test_errors_in_reports_are_redacted(db, raw, storage_server, storage_setting
     finally:
         down.close()
     assert report.errors
-    text = report.to_markdown() + str(report.as_dict())
+    text = markdown.cleanup_report(report) + str(report.as_dict())
     assert storage_server.service_role_key not in text
     assert "Bearer" not in text
     stored = raw.execute("SELECT last_error FROM storage_deletions").fetchall()
