@@ -28,11 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import sqlalchemy as sa
+import psycopg_pool
 from psycopg import sql
 
 from lifecycle.db import Database, migrate
-from lifecycle.db.engine import libpq_url, sqlalchemy_url
+from lifecycle.db.engine import libpq_url
 from lifecycle.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,11 +166,7 @@ class BenchServer:
             name = f"lifecycle_bench_tpl_{os.getpid()}"
             self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             self._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            engine = sa.create_engine(sqlalchemy_url(self.url(name)), poolclass=sa.NullPool)
-            try:
-                migrate.upgrade(engine)
-            finally:
-                engine.dispose()
+            migrate.upgrade(self.url(name))
             self._template = name
         return self._template
 
@@ -245,7 +241,7 @@ def machine_facts(server: BenchServer) -> dict[str, str]:
         "PostgreSQL": server.server_version(),
         "Python": platform.python_version(),
         "psycopg": psycopg.__version__,
-        "SQLAlchemy": sa.__version__,
+        "psycopg_pool": psycopg_pool.__version__,
         "platform": platform.platform(),
     }
 
