@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-
 from lifecycle import errors, logs, metrics
 
 

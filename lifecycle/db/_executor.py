@@ -43,18 +43,40 @@ class Executor:
         self.connection = connection
 
     @overload
-    def one(self, name: str, params: Params = None, *, row: None = None, job_id: UUID | None = None) -> tuple[Any, ...] | None: ...
+    def one(
+        self, name: str, params: Params = None, *, row: None = None, job_id: UUID | None = None
+    ) -> tuple[Any, ...] | None: ...
     @overload
-    def one(self, name: str, params: Params = None, *, row: RowFactory[R], job_id: UUID | None = None) -> R | None: ...
-    def one(self, name: str, params: Params = None, *, row: RowFactory[Any] | None = None, job_id: UUID | None = None) -> Any:
+    def one(
+        self, name: str, params: Params = None, *, row: RowFactory[R], job_id: UUID | None = None
+    ) -> R | None: ...
+    def one(
+        self,
+        name: str,
+        params: Params = None,
+        *,
+        row: RowFactory[Any] | None = None,
+        job_id: UUID | None = None,
+    ) -> Any:
         """The first row of ``name`` (or ``None``)."""
         return self._run(name, params, row, job_id, psycopg.Cursor.fetchone)
 
     @overload
-    def all(self, name: str, params: Params = None, *, row: None = None, job_id: UUID | None = None) -> list[tuple[Any, ...]]: ...
+    def all(
+        self, name: str, params: Params = None, *, row: None = None, job_id: UUID | None = None
+    ) -> list[tuple[Any, ...]]: ...
     @overload
-    def all(self, name: str, params: Params = None, *, row: RowFactory[R], job_id: UUID | None = None) -> list[R]: ...
-    def all(self, name: str, params: Params = None, *, row: RowFactory[Any] | None = None, job_id: UUID | None = None) -> Any:
+    def all(
+        self, name: str, params: Params = None, *, row: RowFactory[R], job_id: UUID | None = None
+    ) -> list[R]: ...
+    def all(
+        self,
+        name: str,
+        params: Params = None,
+        *,
+        row: RowFactory[Any] | None = None,
+        job_id: UUID | None = None,
+    ) -> Any:
         """Every row of ``name``."""
         return self._run(name, params, row, job_id, psycopg.Cursor.fetchall)
 

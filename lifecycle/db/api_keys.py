@@ -46,6 +46,7 @@ LAST_USED_RESOLUTION: Final = timedelta(seconds=60)
 #: Entries the verification cache holds at most (oldest dropped first).
 CACHE_MAX_ENTRIES: Final = 10_000
 
+
 def _api_key(values: Sequence[Any]) -> ApiKey:
     """An ``ApiKey`` (never its hash) from a row in ``api_keys.columns`` order."""
     return ApiKey(

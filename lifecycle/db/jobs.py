@@ -282,8 +282,12 @@ class JobsRepo:
             values.update(
                 from_status=source.value,
                 limit=limit,
-                created_before=None if created_before is None else check_datetime(created_before, "created_before"),
-                updated_before=None if updated_before is None else check_datetime(updated_before, "updated_before"),
+                created_before=None
+                if created_before is None
+                else check_datetime(created_before, "created_before"),
+                updated_before=None
+                if updated_before is None
+                else check_datetime(updated_before, "updated_before"),
                 lease_expired=bool(lease_expired),
             )
             return [row[0] for row in self.executor.all("jobs.transition_many", values)]
@@ -447,5 +451,3 @@ class JobsRepo:
             else "{}",
             "run_id": self.run_id,
         }
-
-

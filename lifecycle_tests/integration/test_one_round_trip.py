@@ -29,11 +29,14 @@ def test_a_job_lives_through_one_round_trip_calls(db: Database, raw: psycopg.Con
     assert raw.execute("SELECT status FROM jobs WHERE id = %s", (job.id,)).fetchone() == ("queued",)
 
     claimed = db.jobs.claim_next(lease_seconds=60)
-    assert claimed is not None and claimed.id == job.id and claimed.status is JobStatus.PROCESSING
+    assert claimed is not None
+    assert claimed.id == job.id
+    assert claimed.status is JobStatus.PROCESSING
     renewed = db.jobs.renew_lease(job.id, lease_seconds=120)
     assert renewed.version == claimed.version + 1
     done = db.jobs.transition(job.id, JobStatus.SUCCEEDED, expected_from=JobStatus.PROCESSING, reason="ok")
-    assert done.status is JobStatus.SUCCEEDED and done.lease_expires_at is None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.lease_expires_at is None
     note = db.events.add(job.id, "note", {"k": 1})
 
     assert db.jobs.get(job.id) == done
@@ -87,6 +90,6 @@ def test_recording_a_key_needs_a_transaction(db: Database, raw: psycopg.Connecti
     """The attach guard locks the row and decides in a second statement: outside a transaction the
     lock would be gone in between, so the call is refused before anything is sent."""
     job = db.jobs.create()
-    with pytest.raises(errors.LifecycleError, match="inside db.transaction"):
+    with pytest.raises(errors.LifecycleError, match=r"inside db\.transaction"):
         db.jobs.record_source_key(job.id, f"sources/{job.id}/source.mp4")
     assert raw.execute("SELECT source_key FROM jobs WHERE id = %s", (job.id,)).fetchone() == (None,)

@@ -81,7 +81,9 @@ def test_0002_drops_keys_that_are_not_the_rows_own(empty_database_url: str) -> N
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         rows = {
             str(job_id): (source_key, list(result_keys))
-            for job_id, source_key, result_keys in conn.execute("SELECT id, source_key, result_keys FROM jobs")
+            for job_id, source_key, result_keys in conn.execute(
+                "SELECT id, source_key, result_keys FROM jobs"
+            )
         }
         dropped = sorted(
             (str(job_id), key)

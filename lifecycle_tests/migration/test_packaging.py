@@ -69,7 +69,8 @@ def test_the_wheel_has_every_module_of_the_package(wheel: zipfile.ZipFile) -> No
     assert "lifecycle/py.typed" in names
     # The SQL catalogue is package data: without it every statement is a KeyError at run time.
     catalogue = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lifecycle" / "db" / "sql").glob("*.sql")}
-    assert catalogue and catalogue - names == set()
+    assert catalogue
+    assert catalogue - names == set()
     assert not any(name.startswith("lifecycle_tests/") for name in names)
 
 
