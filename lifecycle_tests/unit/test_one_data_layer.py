@@ -231,3 +231,13 @@ def test_the_import_and_connection_checks_flag_samples(
     assert sqlalchemy_imports(tree) == sqlalchemy
     assert private_data_layer_imports(tree) == private
     assert raw_connection_uses(tree) == connection
+
+
+def test_ruff_s608_is_enabled() -> None:
+    # A second guard, on every file (tests too): ruff flags an f-string or "%"/"+" that builds SQL.
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    lint = config["tool"]["ruff"]["lint"]
+    assert "S" in lint["select"] or "S608" in lint["select"]
+    assert "S608" not in lint.get("ignore", [])
