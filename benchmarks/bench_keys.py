@@ -15,13 +15,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from benchmarks.harness import Bench, Report, Row, compare_rounds, timed
+from benchmarks.harness import Bench, Report, Row, compare_rounds, setup_sql, timed
 from lifecycle.states import JobStatus
 
 AREA = "keys"
 TITLE = "Key-owner CHECK constraints (issue 10)"
-
-UPDATE = "UPDATE jobs SET version = version + 1, updated_at = now() WHERE id = %s"
 
 
 def run(bench: Bench) -> Report:
@@ -40,8 +38,10 @@ def run(bench: Bench) -> Report:
                 conn.execute("VACUUM ANALYZE jobs")
 
             def updates(conn: Any) -> Any:
+                update = setup_sql("keys.bump_version")
+
                 def rate(_: int) -> float:
-                    return n / timed(lambda: [conn.execute(UPDATE, (i,)) for i in ids])
+                    return n / timed(lambda: [conn.execute(update, {"id": i}) for i in ids])
 
                 return rate
 
@@ -69,7 +69,7 @@ def run(bench: Bench) -> Report:
 
 def _drop_key_checks(bench: Bench, url: str) -> None:
     with bench.raw_connect(url, autocommit=True) as conn:
-        conn.execute("ALTER TABLE jobs DROP CONSTRAINT ck_jobs_keys_owner")
+        conn.execute(setup_sql("keys.drop_key_check"))
 
 
 def _transitions(bench: Bench, n: int, rounds: int) -> Row:
@@ -111,7 +111,13 @@ def _insert_jobs(conn: Any, ids: list[uuid.UUID]) -> None:
     """Jobs that record a source and two results (what every write of the row re-checks)."""
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO jobs (id, source_key, result_keys, expires_at) "
-            "VALUES (%s, %s, %s, now() + interval '1 day')",
-            [(i, f"sources/{i}/source.mp4", [f"results/{i}/clip.{e}" for e in ("mp4", "webm")]) for i in ids],
+            setup_sql("keys.insert_job_with_keys"),
+            [
+                {
+                    "id": i,
+                    "source_key": f"sources/{i}/source.mp4",
+                    "result_keys": [f"results/{i}/clip.{e}" for e in ("mp4", "webm")],
+                }
+                for i in ids
+            ],
         )

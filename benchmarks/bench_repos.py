@@ -27,7 +27,7 @@ from typing import Any
 
 import bcrypt
 
-from benchmarks.harness import Bench, Report, Row, compare_rounds, percentile
+from benchmarks.harness import Bench, Report, Row, compare_rounds, percentile, setup_sql
 from lifecycle.db import Database
 from lifecycle.db import jobs as jobs_repo
 from lifecycle.db.api_keys import LAST_USED_RESOLUTION
@@ -81,13 +81,7 @@ def _load_queued(conn: Any, n: int) -> list[uuid.UUID]:
     """``n`` queued jobs (server-side generate_series), their ids in creation order."""
     with conn.transaction():
         conn.execute("TRUNCATE jobs, job_events")
-        rows = conn.execute(
-            "INSERT INTO jobs (params, created_at, expires_at) "
-            'SELECT \'{"source": "a.mp4", "format": "mp4"}\', '
-            "       now() - make_interval(secs => %s - i), now() + interval '30 days' "
-            "FROM generate_series(1, %s) i RETURNING id",
-            (n, n),
-        ).fetchall()
+        rows = conn.execute(setup_sql("repos.load_queued"), {"n": n}).fetchall()
     conn.execute("ANALYZE jobs")
     return [r[0] for r in rows]
 
@@ -296,9 +290,7 @@ def _copy_jobs(conn: Any, n: int, bench: Bench) -> None:
         conn.execute("TRUNCATE jobs, job_events")
         conn.execute("DROP INDEX idx_jobs_status_created_at")
         conn.execute("DROP INDEX idx_jobs_expires_at")
-        with conn.cursor().copy(
-            "COPY jobs (id, status, params, created_at, updated_at, expires_at, lease_expires_at) FROM STDIN"
-        ) as copy:
+        with conn.cursor().copy(setup_sql("repos.copy_jobs")) as copy:
             for i in range(n):
                 status = statuses[i % 5]
                 ts = (base + timedelta(milliseconds=i)).isoformat()
@@ -322,9 +314,7 @@ def list_pages(bench: Bench, report: Report, rows: int) -> None:
         started = time.perf_counter()
         _copy_jobs(admin, rows, bench)
         load_s = time.perf_counter() - started
-        anchors = admin.execute(
-            "SELECT created_at, id FROM jobs WHERE status = 'queued' ORDER BY random() LIMIT %s", (samples,)
-        ).fetchall()
+        anchors = admin.execute(setup_sql("repos.random_queued_anchors"), {"n": samples}).fetchall()
         db = bench.project_db(url)
         raw = bench.raw_connect(url, autocommit=True)
         ms: dict[str, list[float]] = {"tx": [], "tx raw": [], "auto": [], "auto raw": []}

@@ -5,7 +5,7 @@
 Loads ``--rows`` jobs (``--expired`` of them already expired, at the low end of
 ``idx_jobs_expires_at``) with ``generate_series`` into a migrated database (indexes built after the
 load), then times, each as the median of many calls:
-- the project's probe, ``status_counts.oldest_expired_job(db)`` (SQLAlchemy + psycopg 3, one
+- the project's probe, ``status_counts.oldest_expired_job(db)`` (``db.transaction()`` + ``tx.stats``, one
   transaction), against the same SQL on a plain psycopg connection;
 - two worse shapes for contrast: the probe without ``ORDER BY`` and ``count(*)`` of the backlog;
 - after deleting every expired row in batches of 10,000 (as cleanup does), before and after
@@ -24,41 +24,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
+from benchmarks.harness import setup_sql
+from lifecycle.db.sql import query
+
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "bench_sensor"
-PROBE = (
-    "SELECT id FROM jobs WHERE expires_at <= %(now)s AND status <> 'processing' AND NOT retention_hold "
-    "ORDER BY expires_at LIMIT 1"
-)
-PROBE_NO_ORDER = (
-    "SELECT id FROM jobs WHERE expires_at <= %(now)s AND status <> 'processing' AND NOT retention_hold "
-    "LIMIT 1"
-)
-COUNT = (
-    "SELECT count(*) FROM jobs WHERE expires_at <= %(now)s AND status <> 'processing' AND NOT retention_hold"
-)
-LOAD = """
-INSERT INTO jobs (id, status, params, created_at, updated_at, expires_at)
-SELECT gen_random_uuid(),
-       (ARRAY['queued', 'succeeded', 'failed', 'canceled'])[1 + g %% 4],
-       '{}'::jsonb, now() - interval '2 days', now() - interval '2 days',
-       CASE WHEN g < %(expired)s
-            THEN now() - interval '1 hour' - g * interval '1 millisecond'
-            ELSE now() + interval '1 day' + g * interval '100 milliseconds' END
-FROM generate_series(%(lo)s, %(hi)s - 1) AS g
-"""
-PURGE_BATCH = """
-DELETE FROM jobs WHERE id IN (
-    SELECT id FROM jobs WHERE expires_at <= now() AND status <> 'processing' AND NOT retention_hold
-    ORDER BY expires_at LIMIT 10000 FOR UPDATE SKIP LOCKED)
-"""
-INDEXES = {
-    "pk_jobs": "ALTER TABLE jobs ADD CONSTRAINT pk_jobs PRIMARY KEY (id)",
+#: The secondary indexes of ``jobs``, dropped before the load and built after it.
+INDEXES: dict[str, LiteralString] = {
     "idx_jobs_status_created_at": "CREATE INDEX idx_jobs_status_created_at ON jobs (status, created_at, id)",
     "idx_jobs_expires_at": "CREATE INDEX idx_jobs_expires_at ON jobs (expires_at)",
     "idx_jobs_api_key_id": "CREATE INDEX idx_jobs_api_key_id ON jobs (api_key_id)",
@@ -87,39 +64,29 @@ def _db_url(admin: str, name: str) -> str:
 
 def _load(admin: str, rows: int, expired: int) -> str:
     """A fresh migrated database holding ``rows`` jobs; its URL."""
-    import sqlalchemy as sa
-
     from lifecycle.db import migrate
-    from lifecycle.db.engine import sqlalchemy_url
 
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     url = _db_url(admin, DATABASE)
-    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool)
-    try:
-        migrate.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate.upgrade(url)
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
         # Indexes are built after the load: much faster than 10M random-UUID index inserts.
-        conn.execute("ALTER TABLE jobs DROP CONSTRAINT pk_jobs CASCADE")
+        conn.execute(setup_sql("sensor.drop_primary_key"))
         for name in INDEXES:
-            if name != "pk_jobs":
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
         chunk = 1_000_000
         for lo in range(0, rows, chunk):
-            conn.execute(LOAD, {"lo": lo, "hi": min(rows, lo + chunk), "expired": expired})
+            bounds = {"lo": lo, "hi": min(rows, lo + chunk), "expired": expired}
+            conn.execute(setup_sql("sensor.load"), bounds)
             _say(f"loaded {min(rows, lo + chunk):,} rows ({time.perf_counter() - started:.0f} s)")
+        conn.execute(setup_sql("sensor.add_primary_key"))
         for statement in INDEXES.values():
-            conn.execute(statement)  # type: ignore[arg-type]  # constant DDL
-        # job_events.job_id references jobs.id: restore the FK dropped with the primary key.
-        conn.execute(
-            "ALTER TABLE job_events ADD CONSTRAINT fk_job_events_job_id_jobs "
-            "FOREIGN KEY (job_id) REFERENCES jobs (id) ON DELETE CASCADE"
-        )
+            conn.execute(statement)
+        conn.execute(setup_sql("sensor.add_events_foreign_key"))
         conn.execute("VACUUM (ANALYZE) jobs")
     _say(f"{rows:,} rows ready in {time.perf_counter() - started:.0f} s")
     return url
@@ -159,8 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         now = datetime.now(UTC)
         with psycopg.connect(url, autocommit=True) as conn:
 
-            def raw(query: str) -> Callable[[], object]:
-                return lambda: conn.execute(query, {"now": now}).fetchone()  # type: ignore[arg-type]
+            def raw(statement: LiteralString) -> Callable[[], object]:
+                return lambda: conn.execute(statement, {"now": now}).fetchone()
+
+            def raw_in_transaction(statement: LiteralString) -> Callable[[], object]:
+                def call() -> object:
+                    with conn.transaction():  # BEGIN ... COMMIT, as db.transaction() sends
+                        return conn.execute(statement, {"now": now}).fetchone()
+
+                return call
 
             def ours() -> object:
                 return status_counts.oldest_expired_job(db, now)
@@ -170,40 +144,42 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((label, first, median))
                 _say(f"{label}: first {first:.3f} ms, median {median:.3f} ms")
 
+            probe, count = query("stats.oldest_eligible_job"), query("stats.expired_backlog")
             assert ours() is not None
-            measure("backlog: probe, ours (Database + SQLAlchemy)", ours)
-            measure("backlog: probe, raw psycopg", raw(PROBE))
-            measure("backlog: count(*) of the expired", raw(COUNT), rounds=5)
+            measure("backlog: probe, ours (Database, one transaction)", ours)
+            measure("backlog: probe, raw psycopg", raw(probe))
+            measure("backlog: probe, raw psycopg in BEGIN/COMMIT", raw_in_transaction(probe))
+            measure("backlog: count(*) of the expired (stats.expired_backlog)", raw(count), rounds=5)
 
             t0 = time.perf_counter()
             deleted = 0
             while True:
-                n = conn.execute(PURGE_BATCH).rowcount
+                n = conn.execute(setup_sql("sensor.purge_batch")).rowcount
                 deleted += n
                 if n == 0:
                     break
             _say(f"purged {deleted:,} expired rows in {time.perf_counter() - t0:.1f} s (autovacuum off)")
             assert ours() is None
-            measure("after batched purge, no vacuum: probe, raw psycopg", raw(PROBE))
+            measure("after batched purge, no vacuum: probe, raw psycopg", raw(probe))
             measure("after batched purge, no vacuum: probe, ours", ours)
-            measure("after purge, no vacuum: probe without ORDER BY", raw(PROBE_NO_ORDER), rounds=3)
+            unordered = raw(setup_sql("sensor.probe_without_order"))
+            measure("after purge, no vacuum: probe without ORDER BY", unordered, rounds=3)
             t0 = time.perf_counter()
             conn.execute("VACUUM (ANALYZE) jobs")
             vacuum_s = time.perf_counter() - t0
             _say(f"VACUUM (ANALYZE) jobs took {vacuum_s:.1f} s")
             measure("after purge + VACUUM: probe, ours", ours)
-            measure("after purge + VACUUM: probe, raw psycopg", raw(PROBE))
+            measure("after purge + VACUUM: probe, raw psycopg", raw(probe))
+            measure("after purge + VACUUM: probe, raw psycopg in BEGIN/COMMIT", raw_in_transaction(probe))
 
             # Worst case: the same backlog deleted by ONE statement (no index scan in between
             # marks the dead entries), e.g. a manual DELETE in the SQL editor.
-            conn.execute(LOAD, {"lo": 0, "hi": args.expired, "expired": args.expired})
+            conn.execute(setup_sql("sensor.load"), {"lo": 0, "hi": args.expired, "expired": args.expired})
             conn.execute("VACUUM (ANALYZE) jobs")
             t0 = time.perf_counter()
-            conn.execute(
-                "DELETE FROM jobs WHERE expires_at <= now() AND status <> 'processing' AND NOT retention_hold"
-            )
+            conn.execute(setup_sql("sensor.purge_all"))
             _say(f"one DELETE of {args.expired:,} rows: {time.perf_counter() - t0:.1f} s")
-            measure("after one unbounded DELETE, no vacuum: probe, raw psycopg", raw(PROBE))
+            measure("after one unbounded DELETE, no vacuum: probe, raw psycopg", raw(probe))
             measure("after one unbounded DELETE, no vacuum: probe, ours", ours)
             conn.execute("VACUUM (ANALYZE) jobs")
             measure("after one unbounded DELETE + VACUUM: probe, ours", ours)
