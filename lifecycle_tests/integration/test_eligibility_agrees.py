@@ -9,7 +9,7 @@ database clock.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,8 +21,7 @@ from lifecycle.retention import cleanup
 
 Raw = psycopg.Connection[tuple[Any, ...]]
 
-#: The instant the explicit-time test decides at (microseconds on both sides are distinct rows).
-T = datetime(2031, 3, 14, 12, 0, 0, tzinfo=UTC)
+#: Just before and just after an instant (timestamptz keeps microseconds: distinct rows).
 TICK = timedelta(microseconds=1)
 
 
@@ -53,49 +52,57 @@ def _tombstones(raw: Raw) -> set[UUID]:
 
 
 def test_probe_backlog_dry_run_and_cleanup_agree_at_a_given_instant(db: Database, raw: Raw) -> None:
-    long_before = _job(raw, expires_at=T - timedelta(days=1), status="failed")
-    just_before = _job(raw, expires_at=T - TICK, status="queued")
-    exactly_at = _job(raw, expires_at=T, status="canceled")
+    # An hour ahead of the database clock, so that the instant passed, not the clock, decides for
+    # the jobs around it. (Near today, not years ahead: a run at t also prunes tombstones older than
+    # t minus their retention, the ones it writes included.)
+    row = raw.execute("SELECT date_trunc('second', now()) + interval '1 hour'").fetchone()
+    assert row is not None
+    t: datetime = row[0]
+    long_before = _job(raw, expires_at=t - timedelta(days=1), status="failed")
+    just_before = _job(raw, expires_at=t - TICK, status="queued")
+    exactly_at = _job(raw, expires_at=t, status="canceled")
     eligible = {long_before, just_before, exactly_at}
     kept = {
-        _job(raw, expires_at=T + TICK),  # expires just after T
-        _job(raw, expires_at=T + timedelta(days=1)),
-        _job(raw, expires_at=T, status="processing"),
-        _job(raw, expires_at=T - timedelta(days=2), status="processing"),
-        _job(raw, expires_at=T, hold=True),
-        _job(raw, expires_at=T - timedelta(days=2), status="failed", hold=True),
+        _job(raw, expires_at=t + TICK),  # expires just after t
+        _job(raw, expires_at=t + timedelta(days=1)),
+        _job(raw, expires_at=t, status="processing"),
+        _job(raw, expires_at=t - timedelta(days=2), status="processing"),
+        _job(raw, expires_at=t, hold=True),
+        _job(raw, expires_at=t - timedelta(days=2), status="failed", hold=True),
     }
     assert _ids(raw) == eligible | kept
+    # By the database clock (an hour before t) only the job a day older than t has expired.
+    assert status_counts.status_counts(db).expired_backlog == 1
 
     # The sensor's probe: the eligible job that expired first (the processing and held jobs that
     # expired earlier do not count).
-    assert status_counts.oldest_expired_job(db, now=T) == str(long_before)
-    assert status_counts.has_expired_backlog(db, now=T)
-    assert not status_counts.has_expired_backlog(db, now=T - timedelta(days=1) - TICK)
-    counts = status_counts.status_counts(db, now=T)
-    assert counts.at == T
+    assert status_counts.oldest_expired_job(db, now=t) == str(long_before)
+    assert status_counts.has_expired_backlog(db, now=t)
+    assert not status_counts.has_expired_backlog(db, now=t - timedelta(days=1) - TICK)
+    counts = status_counts.status_counts(db, now=t)
+    assert counts.at == t
     assert counts.expired_backlog == len(eligible)
     assert counts.oldest_expired_age_seconds == 86_400.0
 
     # The dry run: the same jobs, nothing written.
-    report = cleanup(db, None, dry_run=True, now=T)
+    report = cleanup(db, None, dry_run=True, now=t)
     assert report.plan is not None
     assert report.plan.eligible_jobs == len(eligible)
     assert set(report.plan.sample_job_ids) == eligible
-    assert report.plan.oldest_expiry == T - timedelta(days=1)
-    assert report.plan.newest_expiry == T
+    assert report.plan.oldest_expiry == t - timedelta(days=1)
+    assert report.plan.newest_expiry == t
     assert report.plan.skipped_processing == 2
     assert report.plan.skipped_on_hold == 2
     assert _ids(raw) == eligible | kept
     assert _tombstones(raw) == set()
 
     # The real run at the same instant deletes exactly those.
-    report = cleanup(db, None, now=T)
+    report = cleanup(db, None, now=t)
     assert report.jobs_deleted == len(eligible)
     assert _ids(raw) == kept
     assert _tombstones(raw) == eligible
-    assert status_counts.oldest_expired_job(db, now=T) is None
-    assert status_counts.status_counts(db, now=T).expired_backlog == 0
+    assert status_counts.oldest_expired_job(db, now=t) is None
+    assert status_counts.status_counts(db, now=t).expired_backlog == 0
 
 
 def test_probe_backlog_dry_run_and_cleanup_agree_on_the_database_clock(db: Database, raw: Raw) -> None:
