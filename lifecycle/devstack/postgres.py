@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from lifecycle import errors
+from lifecycle.db.sql import query
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class EmbeddedPostgres:
     def ensure_database(self, name: str, *, template: str | None = None) -> str:
         """Create ``name`` if it does not exist; return its URL."""
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(query("admin.database_exists"), {"name": name}).fetchone()
             if not exists:
                 if template:
                     conn.execute(
