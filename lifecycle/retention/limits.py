@@ -1,15 +1,21 @@
-"""Rate limits for cleanup: a token bucket per resource (jobs/s, objects/s) and a deadline; and the
-checks of every limit a caller passes."""
+"""Limits for cleanup: ``CleanupLimits`` (one value, from the settings and a run's overrides), a token
+bucket per resource (jobs/s, objects/s) and a deadline; and the checks of every limit a caller passes."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from lifecycle import errors
 from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from lifecycle.settings import Settings
 
 
 class Deadline:
@@ -129,3 +135,92 @@ def check_label(value: object, field: str, *, required: bool = False) -> None:
         return
     if not isinstance(value, str) or len(value) > MAX_LABEL_LENGTH or (required and not value):
         raise errors.InvalidInput(f"{field} must be text of 1 to {MAX_LABEL_LENGTH} characters", field=field)
+
+
+@dataclass(frozen=True)
+class CleanupLimits:
+    """The limits of one cleanup run. ``None`` rates and caps mean unlimited.
+
+    Built once from the settings (``from_settings``); a run's own values replace them
+    (``with_overrides``). Both check what they are given: ``errors.InvalidInput`` naming the setting
+    or the argument, before anything is written.
+    """
+
+    #: Jobs per phase-1 transaction (halved on a timeout, down to ``min_batch_size``).
+    batch_size: int
+    min_batch_size: int
+    max_jobs_per_second: float | None
+    max_objects_per_second: float | None
+    #: Jobs one run deletes at most.
+    max_jobs: int | None
+    max_runtime_seconds: float | None
+    #: Per-batch timeouts (``SET LOCAL``), milliseconds.
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CleanupLimits:
+        """The configured limits (``CLEANUP_*``); a value no run could use is ``InvalidInput``."""
+        # The settings' own bounds let some values through that a run cannot use (e.g. "inf").
+        check_count(settings.cleanup_batch_size, "CLEANUP_BATCH_SIZE", low=1, high=MAX_BATCH_SIZE)
+        check_positive(settings.cleanup_max_jobs_per_second, "CLEANUP_MAX_JOBS_PER_SECOND")
+        check_positive(settings.cleanup_max_objects_per_second, "CLEANUP_MAX_OBJECTS_PER_SECOND")
+        check_positive(settings.cleanup_max_runtime_seconds, "CLEANUP_MAX_RUNTIME_SECONDS")
+        return cls(
+            batch_size=settings.cleanup_batch_size,
+            min_batch_size=settings.cleanup_min_batch_size,
+            max_jobs_per_second=settings.cleanup_max_jobs_per_second,
+            max_objects_per_second=settings.cleanup_max_objects_per_second,
+            max_jobs=settings.cleanup_max_jobs,
+            max_runtime_seconds=settings.cleanup_max_runtime_seconds,
+            statement_timeout_ms=settings.cleanup_statement_timeout_ms,
+            lock_timeout_ms=settings.cleanup_lock_timeout_ms,
+        )
+
+    @staticmethod
+    def check_overrides(
+        *,
+        batch_size: int | None = None,
+        max_jobs_per_second: float | None = None,
+        max_objects_per_second: float | None = None,
+        max_jobs: int | None = None,
+        max_runtime_seconds: float | None = None,
+    ) -> None:
+        """Check a run's own limits (``None``: not given) as ``with_overrides`` does."""
+        check_count(batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
+        check_count(max_jobs, "max_jobs", low=1, high=MAX_JOBS_PER_RUN)
+        check_positive(max_jobs_per_second, "max_jobs_per_second")
+        check_positive(max_objects_per_second, "max_objects_per_second")
+        check_positive(max_runtime_seconds, "max_runtime_seconds")
+
+    def with_overrides(
+        self,
+        *,
+        batch_size: int | None = None,
+        max_jobs_per_second: float | None = None,
+        max_objects_per_second: float | None = None,
+        max_jobs: int | None = None,
+        max_runtime_seconds: float | None = None,
+    ) -> CleanupLimits:
+        """A copy with a run's own limits; ``None`` keeps this value (a limit cannot be lifted)."""
+        self.check_overrides(
+            batch_size=batch_size,
+            max_jobs_per_second=max_jobs_per_second,
+            max_objects_per_second=max_objects_per_second,
+            max_jobs=max_jobs,
+            max_runtime_seconds=max_runtime_seconds,
+        )
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size if batch_size is None else batch_size,
+            max_jobs_per_second=self.max_jobs_per_second
+            if max_jobs_per_second is None
+            else max_jobs_per_second,
+            max_objects_per_second=(
+                self.max_objects_per_second if max_objects_per_second is None else max_objects_per_second
+            ),
+            max_jobs=self.max_jobs if max_jobs is None else max_jobs,
+            max_runtime_seconds=self.max_runtime_seconds
+            if max_runtime_seconds is None
+            else max_runtime_seconds,
+        )
