@@ -18,10 +18,6 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-#: First key of the two-key advisory locks that own outbox claims (ASCII "lcyc"); the second key is
-#: the claiming drain's token (``storage_deletions.claimed_by``). Migration 0002 holds the same value.
-CLAIM_LOCK_CLASS = 1818458467
-
 _STATUS_LIST = ", ".join(f"'{s.value}'" for s in JobStatus)
 _NOW = sa.text("now()")
 
@@ -110,7 +106,8 @@ storage_deletions = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=_NOW),
     #: The advisory-lock token of the drain that claimed the row; the claim is alive only while that
-    #: session holds ``pg_advisory_lock(CLAIM_LOCK_CLASS, claimed_by)`` (``lifecycle_claim_alive``).
+    #: session holds ``pg_advisory_lock(CLAIM_LOCK_CLASS, claimed_by)`` (``lifecycle_claim_alive``;
+    #: the class is ``lifecycle.db.outbox.CLAIM_LOCK_CLASS``).
     sa.Column("claimed_by", sa.Integer),
     sa.UniqueConstraint("object_key"),
     sa.CheckConstraint(

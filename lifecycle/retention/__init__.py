@@ -13,11 +13,13 @@ from lifecycle.retention.cleanup import (
     purge,
     vacuum_jobs,
 )
+from lifecycle.retention.limits import CleanupLimits
 from lifecycle.retention.outbox import ObjectStore, drain_outbox, plan_drain, require_service_role
 from lifecycle.retention.reconcile import reconcile_orphans
 from lifecycle.retention.report import CleanupPlan, CleanupReport, DrainPlan, DrainReport, ReconcileReport
 
 __all__ = [
+    "CleanupLimits",
     "CleanupPlan",
     "CleanupReport",
     "DrainPlan",

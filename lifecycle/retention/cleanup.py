@@ -14,25 +14,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
-
-import sqlalchemy as sa
 
 from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
-from lifecycle.db._translate import translate
-from lifecycle.redaction import redact_known
-from lifecycle.retention import queries
+from lifecycle.db import retention as retention_db
 from lifecycle.retention.limits import (
-    MAX_BATCH_SIZE,
-    MAX_JOBS_PER_RUN,
+    CleanupLimits,
     Deadline,
     TokenBucket,
-    check_count,
     check_label,
     check_now,
-    check_positive,
 )
 from lifecycle.retention.outbox import (
     CHUNK,
@@ -72,61 +64,62 @@ class _Batch:
     seconds: float
 
 
-def _timeouts(db: Database) -> dict[str, str]:
+def _timeouts(db: Database, limits: CleanupLimits | None) -> dict[str, int]:
+    """The per-transaction timeouts of retention's writes: the run's limits, or the configured ones."""
+    if limits is not None:
+        return {
+            "statement_timeout_ms": limits.statement_timeout_ms,
+            "lock_timeout_ms": limits.lock_timeout_ms,
+        }
     s = db.settings
     return {
-        "statement_timeout": str(s.cleanup_statement_timeout_ms),
-        "lock_timeout": str(s.cleanup_lock_timeout_ms),
+        "statement_timeout_ms": s.cleanup_statement_timeout_ms,
+        "lock_timeout_ms": s.cleanup_lock_timeout_ms,
     }
 
 
 def _delete_batch(
-    db: Database, *, limit: int, now: datetime | None, run_id: str | None, reason: str, retomb: bool = False
+    db: Database,
+    *,
+    limit: int,
+    now: datetime | None,
+    run_id: str | None,
+    reason: str,
+    limits: CleanupLimits,
+    retomb: bool = False,
 ) -> _Batch:
     """One phase-1 transaction: lock up to ``limit`` expired jobs, queue keys, tombstone, delete."""
     start = time.perf_counter()
     try:
         with db.transaction(run_id=run_id) as tx:
-            conn = tx.connection
-            conn.execute(queries.SET_TIMEOUTS, _timeouts(db))
-            statement = queries.DELETE_BATCH_RETOMB if retomb else queries.DELETE_BATCH
-            params = _delete_params(now=now, run_id=run_id, reason=reason) | {"limit": limit}
-            row = conn.execute(statement, params).one()
+            tx.retention.set_timeouts(**_timeouts(db, limits))
+            row = tx.retention.delete_batch(
+                limit=limit, now=now, reason=reason, chunk=CHUNK, log_ids=LOG_EACH_JOB_LIMIT, retomb=retomb
+            )
     except errors.InvalidInput as exc:
         # A job id that already has a tombstone (a restored row): rare, so the fast statement has
         # no ON CONFLICT and this batch is redone with it.
         if retomb or getattr(exc, "constraint", None) != "pk_job_deletions":
             raise
         _log.warning("a job id in this batch was tombstoned before; its tombstone is replaced")
-        return _delete_batch(db, limit=limit, now=now, run_id=run_id, reason=reason, retomb=True)
+        return _delete_batch(
+            db, limit=limit, now=now, run_id=run_id, reason=reason, limits=limits, retomb=True
+        )
     return _Batch(
-        int(row.locked),
-        int(row.jobs),
-        int(row.events),
-        int(row.keys_queued),
-        list(row.ids or ()),
-        time.perf_counter() - start,
+        row.locked, row.jobs, row.events, row.keys_queued, list(row.ids or ()), time.perf_counter() - start
     )
 
 
-def _delete_params(
-    *, now: datetime | None, run_id: str | None, reason: str, per_job: bool = False
-) -> dict[str, Any]:
-    return {
-        "now": now,
-        "run_id": run_id,
-        "reason": reason,
-        "per_job": per_job,
-        "chunk": CHUNK,
-        "log_ids": LOG_EACH_JOB_LIMIT,
-    }
-
-
-def _scalar(db: Database, statement: sa.TextClause, params: dict[str, Any], *, read_only: bool = True) -> Any:
+def _count_eligible(db: Database, *, now: datetime | None, cap: int | None) -> int:
     with db.transaction() as tx:
-        if read_only:
-            tx.connection.execute(sa.text("SET TRANSACTION READ ONLY"))
-        return tx.connection.execute(statement, params).scalar_one()
+        tx.retention.read_only()
+        return tx.retention.count_eligible(now=now, cap=cap)
+
+
+def _has_backlog(db: Database, *, now: datetime | None) -> bool:
+    with db.transaction() as tx:
+        tx.retention.read_only()
+        return tx.retention.has_backlog(now=now)
 
 
 def _log_jobs(ids: Iterable[UUID], logged: int, *, run_id: str | None, reason: str) -> int:
@@ -140,16 +133,21 @@ def _log_jobs(ids: Iterable[UUID], logged: int, *, run_id: str | None, reason: s
 
 
 @metrics.timed("retention", "prune_tombstones")
-def prune_tombstones(db: Database, *, now: datetime | None = None, keep_seconds: int | None = None) -> int:
-    """Delete tombstones older than ``tombstone_retention_seconds``, in bounded batches."""
+def prune_tombstones(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    keep_seconds: int | None = None,
+    limits: CleanupLimits | None = None,
+) -> int:
+    """Delete tombstones older than ``tombstone_retention_seconds``, in bounded batches (under
+    ``limits``' timeouts, or the configured ones)."""
     keep = db.settings.tombstone_retention_seconds if keep_seconds is None else keep_seconds
     pruned = 0
     while True:
         with db.transaction() as tx:
-            tx.connection.execute(queries.SET_TIMEOUTS, _timeouts(db))
-            n = tx.connection.execute(
-                queries.PRUNE_TOMBSTONES, {"now": now, "keep": keep, "limit": PRUNE_BATCH}
-            ).rowcount
+            tx.retention.set_timeouts(**_timeouts(db, limits))
+            n = tx.retention.prune_tombstones(now=now, keep_seconds=keep, limit=PRUNE_BATCH)
         pruned += n
         if n < PRUNE_BATCH:
             return pruned
@@ -157,14 +155,7 @@ def prune_tombstones(db: Database, *, now: datetime | None = None, keep_seconds:
 
 def vacuum_jobs(db: Database) -> bool:
     """``VACUUM (ANALYZE) jobs`` outside any transaction; ``False`` (logged) if not allowed here."""
-    try:
-        with db.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM (ANALYZE) jobs")
-        return True
-    except sa.exc.DBAPIError as exc:
-        # Not fatal: autovacuum gets there too, just later (e.g. a role that does not own the table).
-        _log.warning("vacuum skipped", error=redact_known(str(translate(exc))))
-        return False
+    return retention_db.vacuum_jobs(db)
 
 
 @metrics.timed("retention", "plan_cleanup")
@@ -179,31 +170,24 @@ def plan_cleanup(
     """The dry run: the same selection as a real run, read-only, summarised."""
     plan = CleanupPlan()
     with db.transaction() as tx:
-        conn = tx.connection
         # Read only: the database itself refuses any write a bug might attempt here.
-        conn.execute(sa.text("SET TRANSACTION READ ONLY"))
-        conn.execute(queries.SET_TIMEOUTS, _timeouts(db) | {"statement_timeout": "0"})
-        for row in conn.execute(queries.PLAN_BY_STATUS, {"now": now, "cap": max_jobs}):
-            plan.jobs_by_status[str(row.status)] = int(row.jobs)
-            plan.eligible_jobs += int(row.jobs)
-            plan.objects += int(row.objects)
-            plan.events = int(row.events)
+        tx.retention.read_only()
+        tx.retention.set_timeouts(**(_timeouts(db, None) | {"statement_timeout_ms": 0}))
+        for row in tx.retention.plan_by_status(now=now, cap=max_jobs):
+            plan.jobs_by_status[row.status] = row.jobs
+            plan.eligible_jobs += row.jobs
+            plan.objects += row.objects
+            plan.events = row.events
             if plan.oldest_expiry is None or row.oldest < plan.oldest_expiry:
                 plan.oldest_expiry = row.oldest
             if plan.newest_expiry is None or row.newest > plan.newest_expiry:
                 plan.newest_expiry = row.newest
-        plan.sample_job_ids = list(
-            conn.execute(queries.PLAN_SAMPLE, {"now": now, "n": SAMPLE_SIZE}).scalars()
+        plan.sample_job_ids = tx.retention.plan_sample(now=now, n=SAMPLE_SIZE)
+        plan.skipped_processing, plan.skipped_on_hold = tx.retention.kept(now=now)
+        plan.tombstones_to_prune = tx.retention.count_prunable_tombstones(
+            now=now, keep_seconds=db.settings.tombstone_retention_seconds
         )
-        kept = conn.execute(queries.PLAN_KEPT, {"now": now}).one()
-        plan.skipped_processing, plan.skipped_on_hold = int(kept.processing), int(kept.on_hold)
-        plan.tombstones_to_prune = int(
-            conn.execute(
-                queries.COUNT_PRUNABLE_TOMBSTONES,
-                {"now": now, "keep": db.settings.tombstone_retention_seconds},
-            ).scalar_one()
-        )
-        plan.outbox_pending = int(conn.execute(queries.OUTBOX_PENDING).scalar_one())
+        plan.outbox_pending = tx.outbox.pending_keys()
     plan.batches = math.ceil(plan.eligible_jobs / batch_size) if batch_size else 0
     if max_jobs_per_second:
         plan.min_duration_seconds = max(0.0, (plan.eligible_jobs - max_jobs_per_second) / max_jobs_per_second)
@@ -232,68 +216,70 @@ def cleanup(
     run_id: str | None = None,
     progress: Progress | None = None,
     vacuum: bool | None = None,
+    limits: CleanupLimits | None = None,
 ) -> CleanupReport:
     """Delete expired jobs (phase 1), then remove their objects (phase 2); see the module docstring.
 
-    ``None`` limits mean the configured default. ``storage=None`` runs phase 1 only and leaves the
+    ``limits`` defaults to the configured ones (``CleanupLimits.from_settings``); a limit passed
+    here replaces its value (``None``: keep it). ``storage=None`` runs phase 1 only and leaves the
     outbox for a later ``drain_outbox``; a ``storage`` whose key is not the service role's is refused
     (``errors.ServiceRoleRequired``) before anything is deleted. Every argument is checked first
     (``errors.InvalidInput``, nothing written). ``vacuum=None`` runs ``VACUUM (ANALYZE) jobs`` after a
     run that deleted at least ``VACUUM_MIN_JOBS`` rows, so index probes for expired rows stay fast.
     The report's ``work_left()`` is one line saying what the run left undone, or ``None``.
     """
-    s = db.settings
     started = time.perf_counter()
-    check_count(batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
-    check_count(max_jobs, "max_jobs", low=1, high=MAX_JOBS_PER_RUN)
-    check_positive(max_jobs_per_second, "max_jobs_per_second")
-    check_positive(max_objects_per_second, "max_objects_per_second")
-    check_positive(max_runtime_seconds, "max_runtime_seconds")
+    # A run's own values first, then the configured ones (what a run cannot use is refused).
+    CleanupLimits.check_overrides(
+        batch_size=batch_size,
+        max_jobs_per_second=max_jobs_per_second,
+        max_objects_per_second=max_objects_per_second,
+        max_jobs=max_jobs,
+        max_runtime_seconds=max_runtime_seconds,
+    )
     check_now(now)
     check_label(run_id, "run_id")
-    batch_size = s.cleanup_batch_size if batch_size is None else batch_size
-    max_jobs_per_second = (
-        s.cleanup_max_jobs_per_second if max_jobs_per_second is None else max_jobs_per_second
+    if limits is None:
+        limits = CleanupLimits.from_settings(db.settings)
+    limits = limits.with_overrides(
+        batch_size=batch_size,
+        max_jobs_per_second=max_jobs_per_second,
+        max_objects_per_second=max_objects_per_second,
+        max_jobs=max_jobs,
+        max_runtime_seconds=max_runtime_seconds,
     )
-    max_objects_per_second = (
-        s.cleanup_max_objects_per_second if max_objects_per_second is None else max_objects_per_second
-    )
-    max_jobs = s.cleanup_max_jobs if max_jobs is None else max_jobs
-    max_runtime_seconds = (
-        s.cleanup_max_runtime_seconds if max_runtime_seconds is None else max_runtime_seconds
-    )
-    # The settings' own values too (an environment may say "inf").
-    check_count(batch_size, "CLEANUP_BATCH_SIZE", low=1, high=MAX_BATCH_SIZE)
-    check_positive(max_jobs_per_second, "CLEANUP_MAX_JOBS_PER_SECOND")
-    check_positive(max_objects_per_second, "CLEANUP_MAX_OBJECTS_PER_SECOND")
-    check_positive(max_runtime_seconds, "CLEANUP_MAX_RUNTIME_SECONDS")
     if storage is not None and not dry_run:
         # Before phase 1: a run that cannot confirm its removals must not start deleting rows.
         require_service_role(storage)
-    report = CleanupReport(dry_run=dry_run, run_id=run_id, final_batch_size=batch_size)
+    report = CleanupReport(dry_run=dry_run, run_id=run_id, final_batch_size=limits.batch_size)
 
     if dry_run:
         report.plan = plan_cleanup(
-            db, now=now, batch_size=batch_size, max_jobs=max_jobs, max_jobs_per_second=max_jobs_per_second
+            db,
+            now=now,
+            batch_size=limits.batch_size,
+            max_jobs=limits.max_jobs,
+            max_jobs_per_second=limits.max_jobs_per_second,
         )
         report.outbox_pending = report.plan.outbox_pending
         report.duration_seconds = time.perf_counter() - started
         return report
 
-    deadline = Deadline(max_runtime_seconds)
-    jobs_bucket = TokenBucket(max_jobs_per_second)
-    batch = jobs_bucket.chunk(batch_size)
-    floor = min(s.cleanup_min_batch_size, batch)
+    max_jobs = limits.max_jobs
+    deadline = Deadline(limits.max_runtime_seconds)
+    jobs_bucket = TokenBucket(limits.max_jobs_per_second)
+    batch = jobs_bucket.chunk(limits.batch_size)
+    floor = min(limits.min_batch_size, batch)
     total = None
     if progress is not None:
-        total = int(_scalar(db, queries.COUNT_ELIGIBLE, {"now": now, "cap": max_jobs}))
+        total = _count_eligible(db, now=now, cap=max_jobs)
         progress("jobs", 0, total)
     logged = 0
     connection_losses = 0
     with logs.bound(run_id=run_id):
         while True:
             if max_jobs is not None and report.jobs_deleted >= max_jobs:
-                if _scalar(db, queries.BACKLOG_PROBE, {"now": now}):
+                if _has_backlog(db, now=now):
                     report.stopped_by = "max_jobs"
                 break
             if deadline.passed():
@@ -304,7 +290,9 @@ def cleanup(
                 report.stopped_by = "max_runtime_seconds"
                 break
             try:
-                result = _delete_batch(db, limit=limit, now=now, run_id=run_id, reason="retention")
+                result = _delete_batch(
+                    db, limit=limit, now=now, run_id=run_id, reason="retention", limits=limits
+                )
             except errors.QueryTimeout:
                 jobs_bucket.give_back(limit)
                 report.timeouts += 1
@@ -318,7 +306,8 @@ def cleanup(
                 continue
             except errors.DatabaseUnavailable:
                 # The batch rolled back (or committed just before the loss: either way the next
-                # selection sees the truth). Retry a few times, then let the caller see it.
+                # selection sees the truth; the pool drops the broken connection). Retry a few times,
+                # then let the caller see it.
                 jobs_bucket.give_back(limit)
                 connection_losses += 1
                 if connection_losses > MAX_CONNECTION_RETRIES:
@@ -349,16 +338,14 @@ def cleanup(
                 break  # the backlog is done (what is left, if anything, is locked by another run)
 
         if report.stopped_by in _STOPPED_BY_A_LIMIT:
-            report.expired_jobs_left = int(
-                _scalar(db, queries.COUNT_ELIGIBLE, {"now": now, "cap": EXPIRED_LEFT_CAP})
-            )
-        report.tombstones_pruned = prune_tombstones(db, now=now)
+            report.expired_jobs_left = _count_eligible(db, now=now, cap=EXPIRED_LEFT_CAP)
+        report.tombstones_pruned = prune_tombstones(db, now=now, limits=limits)
         remaining = deadline.remaining()
         if storage is not None and (remaining is None or remaining > 0):
             drain = drain_outbox(
                 db,
                 storage,
-                max_objects_per_second=max_objects_per_second,
+                max_objects_per_second=limits.max_objects_per_second,
                 max_runtime_seconds=remaining,
                 now=now,
                 run_id=run_id,
@@ -389,9 +376,9 @@ def _outbox_left(
 ) -> None:
     """Fill the report's outbox fields when no drain ran (its own report would have)."""
     state = outbox_state(db, now=now, job_ids=job_ids)
-    report.outbox_pending = int(state.keys)
-    report.outbox_claimed = int(state.claimed)
-    report.outbox_failed = int(state.failed)
+    report.outbox_pending = state.keys
+    report.outbox_claimed = state.claimed
+    report.outbox_failed = state.failed
 
 
 @metrics.timed("retention", "purge")
@@ -412,11 +399,9 @@ def purge(
     ``MAX_LABEL_LENGTH`` characters, and ``storage`` must be the service role's: checked before
     anything is written. The report's outbox fields (and ``work_left()``) cover these jobs' keys.
     """
-    from lifecycle.db._common import as_uuid
-
     check_label(reason, "reason", required=True)
     check_label(run_id, "run_id")
-    ids = sorted({as_uuid(j, "job_id") for j in job_ids})
+    ids = retention_db.job_ids(job_ids)
     if storage is not None:
         require_service_role(storage)
     started = time.perf_counter()
@@ -424,12 +409,11 @@ def purge(
     if not ids:
         return report
     with logs.bound(run_id=run_id), db.transaction(run_id=run_id) as tx:
-        conn = tx.connection
-        conn.execute(queries.SET_TIMEOUTS, _timeouts(db))
-        found = {row.id: str(row.status) for row in conn.execute(queries.LOCK_FOR_PURGE, {"ids": ids})}
+        tx.retention.set_timeouts(**_timeouts(db, None))
+        found = tx.retention.lock_for_purge(ids)
         missing = [j for j in ids if j not in found]
         if missing:
-            gone = set(conn.execute(queries.TOMBSTONED, {"ids": missing}).scalars())
+            gone = tx.retention.tombstoned(missing)
             for job_id in missing:
                 if job_id not in gone:
                     raise errors.JobNotFound(job_id)
@@ -442,14 +426,11 @@ def purge(
         if targets:
             # One outbox row per job (the drain below is restricted to these jobs); ON CONFLICT
             # for the tombstone, a purge being small and possibly of a re-used id.
-            row = conn.execute(
-                queries.DELETE_NAMED,
-                _delete_params(now=None, run_id=run_id, reason=reason, per_job=True) | {"ids": targets},
-            ).one()
-            report.jobs_deleted, report.events_deleted = int(row.jobs), int(row.events)
-            report.objects_queued = int(row.keys_queued)
+            row = tx.retention.delete_named(targets, reason=reason, chunk=CHUNK, log_ids=LOG_EACH_JOB_LIMIT)
+            report.jobs_deleted, report.events_deleted = row.jobs, row.events
+            report.objects_queued = row.keys_queued
             report.batches = 1
-        conn.execute(queries.PURGE_DUE_NOW, {"ids": ids})
+        tx.retention.due_now(ids)
     metrics.count_deleted("jobs", report.jobs_deleted)
     metrics.count_deleted("events", report.events_deleted)
     for job_id in targets:

@@ -15,23 +15,17 @@ only on rows the drain still claims, and recording gives the claim back.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from uuid import UUID
-
-import sqlalchemy as sa
-import sqlalchemy.exc
 
 from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
-from lifecycle.db._translate import translate
-from lifecycle.db.tables import CLAIM_LOCK_CLASS
+from lifecycle.db.outbox import ClaimLock, OutboxState
 from lifecycle.redaction import redact_known
-from lifecycle.retention import queries
 from lifecycle.retention.limits import Deadline, TokenBucket, check_label, check_now, check_positive
 from lifecycle.retention.report import DrainPlan, DrainReport
 
@@ -52,8 +46,6 @@ MAX_CONNECTION_RETRIES = 3
 LOG_EACH_OBJECT_LIMIT = 100
 #: Redacted error texts kept in a report.
 MAX_ERRORS_REPORTED = 5
-#: Claim tokens are the advisory lock's second key, an int4 above zero.
-MAX_TOKEN = 2**31 - 1
 
 _log = logs.get_logger("lifecycle.retention")
 
@@ -98,81 +90,6 @@ class _Claimed:
     keys: list[str]
     done: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
-
-
-class ClaimLock:
-    """A drain's identity: the advisory lock ``(CLAIM_LOCK_CLASS, token)`` held by a session of its own.
-
-    ``acquire`` picks a random token no live session holds and no row carries; ``check`` raises
-    ``errors.DatabaseUnavailable`` once the session is gone (its claims are dead from then on);
-    ``release`` unlocks and closes the session, whatever state it is in.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._conn: sa.Connection | None = None
-        self.token: int | None = None
-
-    def acquire(self) -> int:
-        """Take a fresh token and its lock (a new session); the previous one, if any, is released."""
-        self.release()
-        try:
-            conn = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        except sqlalchemy.exc.DBAPIError as exc:
-            raise translate(exc) from exc
-        try:
-            while True:
-                token = secrets.randbelow(MAX_TOKEN) + 1
-                params = {"cls": CLAIM_LOCK_CLASS, "token": token}
-                if not conn.execute(queries.TRY_CLAIM_LOCK, params).scalar_one():
-                    continue  # a live drain holds it
-                if conn.execute(queries.TOKEN_IN_USE, params).scalar_one():
-                    conn.execute(queries.CLAIM_LOCK_UNLOCK, params)
-                    continue
-                self._conn, self.token = conn, token
-                return token
-        except sqlalchemy.exc.DBAPIError as exc:
-            _close(conn, invalidate=True)
-            raise translate(exc) from exc
-        except BaseException:
-            _close(conn, invalidate=True)
-            raise
-
-    def check(self) -> None:
-        """Raise ``errors.DatabaseUnavailable`` if the lock's session is gone (or was never taken)."""
-        if self._conn is None:
-            raise errors.DatabaseUnavailable("the drain holds no claim lock")
-        try:
-            self._conn.execute(queries.PING)
-        except sqlalchemy.exc.DBAPIError as exc:
-            # The session, and so the lock, is gone: drop the connection (``token`` stays, to say
-            # which claims died) and let the caller take a new lock.
-            _close(self._conn, invalidate=True)
-            self._conn = None
-            raise translate(exc) from exc
-
-    def release(self) -> None:
-        """Unlock and close the session (a session that is already gone has released it)."""
-        conn, token = self._conn, self.token
-        self._conn = self.token = None
-        if conn is None:
-            return
-        try:
-            conn.execute(queries.CLAIM_LOCK_UNLOCK, {"cls": CLAIM_LOCK_CLASS, "token": token})
-        except sqlalchemy.exc.SQLAlchemyError:
-            # Gone with its session already; never hand a connection that may hold it back to the pool.
-            _close(conn, invalidate=True)
-            return
-        _close(conn, invalidate=False)
-
-
-def _close(conn: sa.Connection, *, invalidate: bool) -> None:
-    try:
-        if invalidate:
-            conn.invalidate()
-        conn.close()
-    except sqlalchemy.exc.SQLAlchemyError:
-        pass
 
 
 class _Drain:
@@ -244,17 +161,8 @@ class _Drain:
         def run() -> dict[int, _Claimed]:
             self.holds_claims = True
             with self.db.transaction(run_id=self.run_id) as tx:
-                rows = tx.connection.execute(
-                    queries.CLAIM_OUTBOX,
-                    {
-                        "now": now,
-                        "token": self.token,
-                        "limit": limit,
-                        "chunk": CHUNK,
-                        "job_ids": list(job_ids) if job_ids is not None else None,
-                    },
-                )
-                return {int(r.id): _Claimed(list(r.keys)) for r in rows}
+                rows = tx.outbox.claim(token=self.token, limit=limit, chunk=CHUNK, now=now, job_ids=job_ids)
+                return {row.id: _Claimed(row.keys) for row in rows}
 
         return self.retrying("claiming outbox rows", run)
 
@@ -284,25 +192,20 @@ class _Drain:
 
         def run() -> None:
             with self.db.transaction(run_id=self.run_id) as tx:
-                conn = tx.connection
                 if done:
-                    conn.execute(queries.OUTBOX_DONE, {"ids": done, "token": token})
+                    tx.outbox.done(done, token=token)
                 for row_id, rest in keep:
-                    conn.execute(queries.OUTBOX_KEEP_KEYS, {"id": row_id, "keys": rest, "token": token})
+                    tx.outbox.keep_keys(row_id, rest, token=token)
                 if failed:
-                    conn.execute(
-                        queries.OUTBOX_FAILED,
-                        {
-                            "ids": [row_id for row_id, _ in failed],
-                            "errs": [err for _, err in failed],
-                            "now": now,
-                            "cap": self.db.settings.outbox_max_attempts_backoff_seconds,
-                            "base": BACKOFF_BASE_SECONDS,
-                            "token": token,
-                        },
+                    tx.outbox.failed(
+                        failed,
+                        token=token,
+                        now=now,
+                        base_seconds=BACKOFF_BASE_SECONDS,
+                        cap_seconds=self.db.settings.outbox_max_attempts_backoff_seconds,
                     )
                 if untried:
-                    conn.execute(queries.RELEASE_CLAIM, {"ids": untried, "token": token})
+                    tx.outbox.release(token=token, ids=untried)
 
         self.retrying("recording results", run)
 
@@ -314,7 +217,7 @@ class _Drain:
             return
         try:
             with self.db.transaction(run_id=self.run_id) as tx:
-                tx.connection.execute(queries.RELEASE_CLAIM, {"ids": None, "token": token})
+                tx.outbox.release(token=token)
             self.holds_claims = False
         except errors.LifecycleError:
             pass
@@ -322,9 +225,7 @@ class _Drain:
 
 def _defer_due(db: Database, *, now: datetime | None, job_ids: Sequence[UUID] | None) -> None:
     with db.transaction() as tx:
-        tx.connection.execute(
-            queries.DEFER_DUE, {"now": now, "job_ids": list(job_ids) if job_ids is not None else None}
-        )
+        tx.outbox.defer_due(now=now, job_ids=job_ids)
 
 
 def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], dict[str, str]]:
@@ -356,14 +257,11 @@ def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], 
     )
 
 
-def outbox_state(db: Database, *, now: datetime | None, job_ids: Sequence[UUID] | None = None) -> Any:
-    """The ``OUTBOX_STATE`` row: keys queued, due, claimed by live and dead drains, failed (read only)."""
+def outbox_state(db: Database, *, now: datetime | None, job_ids: Sequence[UUID] | None = None) -> OutboxState:
+    """Keys queued, due, claimed by live and dead drains, failed (a read-only transaction)."""
     with db.transaction() as tx:
-        tx.connection.execute(sa.text("SET TRANSACTION READ ONLY"))
-        return tx.connection.execute(
-            queries.OUTBOX_STATE,
-            {"now": now, "job_ids": list(job_ids) if job_ids is not None else None},
-        ).one()
+        tx.retention.read_only()
+        return tx.outbox.state(now=now, job_ids=job_ids)
 
 
 def plan_drain(
@@ -374,12 +272,12 @@ def plan_drain(
     check_now(now)
     row = outbox_state(db, now=now, job_ids=job_ids)
     plan = DrainPlan(
-        queued=int(row.keys),
-        due=int(row.due),
-        claimed_by_live_run=int(row.claimed),
-        claimed_by_dead_run=int(row.dead_claims),
-        failed_before=int(row.failed),
-        max_attempts=int(row.max_attempts),
+        queued=row.keys,
+        due=row.due,
+        claimed_by_live_run=row.claimed,
+        claimed_by_dead_run=row.dead_claims,
+        failed_before=row.failed,
+        max_attempts=row.max_attempts,
         oldest_queued_at=row.oldest,
         oldest_age_seconds=None if row.oldest is None else max(0.0, (row.at - row.oldest).total_seconds()),
         next_due_at=row.next_due,
@@ -435,7 +333,7 @@ def drain_outbox(
         with logs.bound(run_id=run_id):
             if progress is not None:
                 state = drain.retrying("counting", lambda: outbox_state(db, now=now, job_ids=job_ids))
-                total = int(state.keys)
+                total = state.keys
                 progress("objects", 0, total)
             drain.ensure_lock()
             while report.stopped_by is None:
@@ -530,8 +428,8 @@ def drain_outbox(
         drain.lock.release()
     report.objects_failed = len(drain.failed - drain.gone)
     report.connection_losses = drain.connection_losses
-    report.pending = int(state.keys)
-    report.pending_claimed = int(state.claimed)
-    report.pending_failed = int(state.failed)
+    report.pending = state.keys
+    report.pending_claimed = state.claimed
+    report.pending_failed = state.failed
     report.duration_seconds = time.perf_counter() - started
     return report

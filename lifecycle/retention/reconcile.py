@@ -17,7 +17,6 @@ from uuid import UUID
 
 from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
-from lifecycle.retention import queries
 from lifecycle.retention.outbox import ObjectStore, require_service_role
 from lifecycle.retention.report import ReconcileReport
 from lifecycle.settings import MAX_RECONCILE_GRACE_SECONDS
@@ -51,18 +50,10 @@ def _check_page(
     run_id: str | None,
 ) -> None:
     with db.transaction(run_id=run_id) as tx:
-        conn = tx.connection
-        recorded = set(
-            conn.execute(
-                queries.RECORDED_KEYS,
-                {"keys": [key for key, _, _ in page], "job_ids": [job_id for _, job_id, _ in page]},
-            ).scalars()
-        )
+        recorded = tx.outbox.recorded_keys([(key, job_id) for key, job_id, _ in page])
         # Only keys no job records can be pending (this also keeps the chunk-row scan rare).
         candidates = [key for key, _, _ in page if key not in recorded]
-        queued = (
-            set(conn.execute(queries.QUEUED_KEYS, {"keys": candidates}).scalars()) if candidates else set()
-        )
+        queued = tx.outbox.queued_keys(candidates) if candidates else set()
         orphans: list[tuple[str, UUID]] = []
         for key, job_id, created in page:
             if key in recorded:
@@ -80,11 +71,7 @@ def _check_page(
                 report.orphan_sample.append(key)
         if orphans and not dry_run:
             # A key its job records by now (an attach since the listing) is left out here.
-            queued_now = conn.execute(
-                queries.QUEUE_KEYS,
-                {"keys": [k for k, _ in orphans], "job_ids": [j for _, j in orphans], "run_id": run_id},
-            ).rowcount
-            report.orphans_queued += queued_now
+            report.orphans_queued += tx.outbox.queue_keys(orphans)
     for key, job_id in orphans:
         with logs.bound(job_id=job_id, run_id=run_id):
             _log.info("orphan object" + ("" if dry_run else " queued for removal"), key=key)
@@ -146,10 +133,7 @@ def reconcile_orphans(
     after: UUID | None = None
     while True:
         with db.transaction() as tx:
-            rows = tx.connection.execute(
-                queries.RECORDED_KEYS_PAGE,
-                {"now": now, "grace": grace_seconds, "after": after, "limit": PAGE},
-            ).all()
+            rows = tx.outbox.recorded_keys_page(now=now, grace_seconds=grace_seconds, after=after, limit=PAGE)
         for row in rows:
             for key in row.keys or ():
                 if key not in listed:

@@ -16,7 +16,7 @@ import pytest
 from lifecycle import errors
 from lifecycle.artifacts import attach_source
 from lifecycle.db import Database
-from lifecycle.db.tables import CLAIM_LOCK_CLASS
+from lifecycle.db.outbox import CLAIM_LOCK_CLASS
 from lifecycle.retention import cleanup, drain_outbox
 from lifecycle.settings import Settings
 from lifecycle.states import JobStatus

@@ -22,7 +22,7 @@ from lifecycle import errors
 from lifecycle.artifacts import attach_result, attach_source
 from lifecycle.db import Database
 from lifecycle.db.engine import libpq_url
-from lifecycle.db.tables import CLAIM_LOCK_CLASS
+from lifecycle.db.outbox import CLAIM_LOCK_CLASS
 from lifecycle.records import Job
 from lifecycle.retention import cleanup, drain_outbox
 from lifecycle.states import JobStatus

@@ -209,7 +209,7 @@ def test_a_drain_that_loses_the_database_for_good_leaves_only_stealable_rows_and
     # Whatever it left is free for the next run at once: no live claim.
     assert live_claims(raw) == 0
     assert count(raw, QUEUED_KEYS) > 0
-    fresh = Database.from_url(str(db.engine.url.render_as_string(hide_password=False)), settings=db.settings)
+    fresh = Database.from_url(db.url, settings=db.settings)
     try:
         second = drain_outbox(fresh, storage)
     finally:

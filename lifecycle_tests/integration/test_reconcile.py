@@ -115,13 +115,9 @@ def test_an_object_its_live_job_does_not_record_is_an_orphan(db, raw, storage):
 def test_queueing_skips_a_key_its_job_records_by_then(db, raw, storage):
     """Between the listing and the queueing an attach records the key: it is not queued (the insert
     re-reads the job under a share lock), so the drain cannot remove a live object."""
-    from lifecycle.retention import queries
-
     job = insert_jobs(raw, 1, expires_in_seconds=86_400)[0]
     key = result_key(job, "mp4")  # recorded by insert_jobs
-    with db.transaction() as tx:
-        queued = tx.connection.execute(
-            queries.QUEUE_KEYS, {"keys": [key], "job_ids": [job], "run_id": "r"}
-        ).rowcount
+    with db.transaction(run_id="r") as tx:
+        queued = tx.outbox.queue_keys([(key, job)])
     assert queued == 0
     assert count(raw, "SELECT count(*) FROM storage_deletions") == 0
