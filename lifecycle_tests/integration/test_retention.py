@@ -15,7 +15,7 @@ import pytest
 from lifecycle import errors
 from lifecycle.db import Database
 from lifecycle.defs import markdown
-from lifecycle.retention import cleanup, purge
+from lifecycle.retention import CleanupLimits, cleanup, purge
 from lifecycle.settings import Settings
 from lifecycle_tests.integration.test_retention_support import (
     QUEUED_KEYS,
@@ -164,6 +164,28 @@ def test_max_jobs_equal_to_the_backlog_is_not_an_early_stop(db, raw):
     insert_jobs(raw, 10)
     report = cleanup(db, None, max_jobs=10, batch_size=4)
     assert (report.jobs_deleted, report.stopped_by) == (10, None)
+
+
+def test_limits_passed_in_are_the_runs_and_an_argument_still_overrides_them(database_url, raw):
+    # Settings no run can use: a run given its own limits does not consult them.
+    settings = Settings.load(env={"BCRYPT_ROUNDS": "4", "CLEANUP_MAX_RUNTIME_SECONDS": "inf"})
+    db = Database.from_url(database_url, settings=settings)
+    try:
+        insert_jobs(raw, 30)
+        with pytest.raises(errors.InvalidInput) as refused:
+            cleanup(db, None)
+        assert refused.value.field == "CLEANUP_MAX_RUNTIME_SECONDS"
+        assert count(raw, "SELECT count(*) FROM jobs") == 30
+
+        limits = CleanupLimits.from_settings(Settings.load(env={})).with_overrides(batch_size=4, max_jobs=12)
+        first = cleanup(db, None, limits=limits)
+        assert (first.jobs_deleted, first.batches, first.final_batch_size) == (12, 3, 4)
+        assert first.stopped_by == "max_jobs"
+        second = cleanup(db, None, limits=limits, max_jobs=100)
+        assert (second.jobs_deleted, second.batches, second.stopped_by) == (18, 5, None)
+        assert count(raw, "SELECT count(*) FROM jobs") == 0
+    finally:
+        db.dispose()
 
 
 def test_max_runtime_stops_early_and_says_so(db, raw):
