@@ -398,6 +398,15 @@ def cleanup(
     from lifecycle import retention
 
     settings = load_settings()
+    # One value for the run's limits: the configured ones with this command's options on top (a bad
+    # option or setting is one line and exit 2, before anything is opened).
+    limits = retention.CleanupLimits.from_settings(settings).with_overrides(
+        batch_size=batch_size,
+        max_jobs_per_second=max_jobs_per_second,
+        max_objects_per_second=max_objects_per_second,
+        max_jobs=max_jobs,
+        max_runtime_seconds=max_runtime_seconds,
+    )
     db = open_database(settings)
     out, err = Console(), Console(stderr=True)
     storage = None
@@ -412,14 +421,7 @@ def cleanup(
             if storage is None:
                 raise errors.ConfigurationError("SUPABASE_URL is not set", variable="SUPABASE_URL")
             with _progress_bar(err) as progress:
-                drained = retention.drain_outbox(
-                    db,
-                    storage,
-                    max_objects_per_second=max_objects_per_second,
-                    max_runtime_seconds=max_runtime_seconds,
-                    run_id=run_id,
-                    progress=progress,
-                )
+                drained = retention.drain_outbox(db, storage, limits=limits, run_id=run_id, progress=progress)
             out.print(_report_table(drained, "Outbox drain"))
             left = _with_first_error(drained.work_left(), drained.errors)
         else:
@@ -428,11 +430,7 @@ def cleanup(
                     db,
                     storage,
                     dry_run=dry_run,
-                    batch_size=batch_size,
-                    max_jobs_per_second=max_jobs_per_second,
-                    max_objects_per_second=max_objects_per_second,
-                    max_jobs=max_jobs,
-                    max_runtime_seconds=max_runtime_seconds,
+                    limits=limits,
                     run_id=run_id,
                     progress=None if dry_run else progress,
                     vacuum=vacuum,

@@ -180,7 +180,8 @@ def configure(settings: Any = None, *, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Libraries that narrate every step at INFO (alembic's plugins, httpx's every request, pgserver's
-    # process bookkeeping, psycopg_pool's every checkout) speak at WARNING unless DEBUG is asked for; their records are still redacted.
+    # process bookkeeping, psycopg_pool's every checkout) speak at WARNING unless DEBUG is asked for;
+    # their records are still redacted.
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     install_record_redaction()

@@ -15,8 +15,9 @@ from pydantic import Field
 from lifecycle import errors, metrics, transitions
 from lifecycle.defs import markdown
 from lifecycle.defs.resources import DatabaseResource, StorageResource
+from lifecycle.retention.limits import CleanupLimits
 from lifecycle.retention.report import CleanupReport, DrainReport
-from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE, MAX_RECONCILE_GRACE_SECONDS
+from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE, MAX_RECONCILE_GRACE_SECONDS, Settings
 
 #: The run tag that names the job a ``purge_job`` run erases.
 JOB_ID_TAG = "lifecycle/job_id"
@@ -88,6 +89,16 @@ class RetentionCleanupConfig(dg.Config):
         "a drain would do.",
     )
 
+    def limits(self, settings: Settings) -> CleanupLimits:
+        """The run's limits: the configured ones (``CLEANUP_*``) with this config's values on top."""
+        return CleanupLimits.from_settings(settings).with_overrides(
+            batch_size=self.batch_size,
+            max_jobs_per_second=self.max_jobs_per_second,
+            max_objects_per_second=self.max_objects_per_second,
+            max_jobs=self.max_jobs,
+            max_runtime_seconds=self.max_runtime_seconds,
+        )
+
 
 def _fail_if_work_left(report: CleanupReport | DrainReport) -> None:
     """End the step as failed, with the one-line summary, when the run left work undone.
@@ -134,11 +145,7 @@ def retention_cleanup_op(
         database.db,
         storage.repo,
         dry_run=config.dry_run,
-        batch_size=config.batch_size,
-        max_jobs_per_second=config.max_jobs_per_second,
-        max_objects_per_second=config.max_objects_per_second,
-        max_jobs=config.max_jobs,
-        max_runtime_seconds=config.max_runtime_seconds,
+        limits=config.limits(database.db.settings),
         run_id=context.run_id,
         progress=progress,
     )
@@ -180,8 +187,7 @@ def _drain(
     drained = retention.drain_outbox(
         database.db,
         storage.repo,
-        max_objects_per_second=config.max_objects_per_second,
-        max_runtime_seconds=config.max_runtime_seconds,
+        limits=config.limits(database.db.settings),
         run_id=context.run_id,
         progress=progress,
     )

@@ -26,7 +26,14 @@ from lifecycle import errors, logs, metrics
 from lifecycle.db import Database
 from lifecycle.db.outbox import ClaimLock, OutboxState
 from lifecycle.redaction import redact_known
-from lifecycle.retention.limits import Deadline, TokenBucket, check_label, check_now, check_positive
+from lifecycle.retention.limits import (
+    CleanupLimits,
+    Deadline,
+    TokenBucket,
+    check_label,
+    check_now,
+    check_positive,
+)
 from lifecycle.retention.report import DrainPlan, DrainReport
 
 if TYPE_CHECKING:
@@ -302,9 +309,13 @@ def drain_outbox(
     run_id: str | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
     job_ids: Sequence[UUID] | None = None,
+    limits: CleanupLimits | None = None,
 ) -> DrainReport:
     """Remove the objects queued in ``storage_deletions`` that are due (``now``: default the DB clock),
     and those whose claim died with an earlier run.
+
+    The rate and the runtime are ``limits``' (a run's ``CleanupLimits``) when given; a
+    ``max_objects_per_second`` or ``max_runtime_seconds`` passed as well overrides them.
 
     ``job_ids`` restricts the drain to those jobs' keys (purge). Stops early on the runtime limit or
     when the storage server fails every call ``MAX_CONSECUTIVE_CALL_FAILURES`` times in a row. The
@@ -316,8 +327,10 @@ def drain_outbox(
     check_now(now)
     check_label(run_id, "run_id")
     require_service_role(storage)
-    s = db.settings
-    rate = max_objects_per_second or s.cleanup_max_objects_per_second
+    if limits is not None:
+        max_objects_per_second = max_objects_per_second or limits.max_objects_per_second
+        max_runtime_seconds = max_runtime_seconds or limits.max_runtime_seconds
+    rate = max_objects_per_second or db.settings.cleanup_max_objects_per_second
     check_positive(rate, "CLEANUP_MAX_OBJECTS_PER_SECOND")
     started = time.perf_counter()
     bucket = TokenBucket(rate)

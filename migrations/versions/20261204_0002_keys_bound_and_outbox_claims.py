@@ -29,7 +29,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # 1818458467 is the first key of the two-key advisory locks that own outbox claims (ASCII "lcyc",
-# ``lifecycle.db.tables.CLAIM_LOCK_CLASS``); the second key is the claiming drain's token.
+# ``lifecycle.db.outbox.CLAIM_LOCK_CLASS``); the second key is the claiming drain's token.
 # Fixed offsets: 'sources/' and 'results/' are 8 characters, a UUID's text 36, then '/': the file
 # name starts at character 46. One PL/pgSQL function checks both columns: a CHECK runs on every
 # write of a row, and this form cost about half of a SQL expression for the source plus PL/pgSQL for
