@@ -72,4 +72,4 @@ class StatsRepo:
 
     def outbox_due(self, now: datetime | None = None) -> bool:
         """Whether a drain could claim an outbox row at ``now`` (due, or held by a dead drain)."""
-        return bool(self.executor.scalar("stats.outbox_due", {"now": now}))
+        return bool(self.executor.scalar("stats.outbox_due", {"now": now, "token": None}))

@@ -36,13 +36,10 @@ LIMIT 1
 
 -- name: outbox_due
 -- Does the outbox hold a row a drain could claim now? Due and unclaimed (the first row along
--- idx_storage_deletions_next_attempt_at), or claimed by a drain whose lock session is gone (each
--- distinct token looked up once with lifecycle_claim_alive, along the partial index on claimed_by;
--- OFFSET 0 keeps the planner from testing every claimed row instead).
+-- idx_storage_deletions_next_attempt_at), or claimed by a drain whose lock session is gone: the
+-- drain's own lookup (outbox.dead_tokens), with no token of its own (%(token)s is NULL).
 SELECT (SELECT id FROM storage_deletions
         WHERE claimed_by IS NULL
           AND next_attempt_at <= coalesce(CAST(%(now)s AS timestamptz), now())
         ORDER BY next_attempt_at LIMIT 1) IS NOT NULL
-    OR EXISTS (SELECT 1 FROM (SELECT DISTINCT claimed_by AS token FROM storage_deletions
-                              WHERE claimed_by IS NOT NULL OFFSET 0) AS d
-               WHERE NOT lifecycle_claim_alive(d.token))
+    OR EXISTS ({{outbox.dead_tokens}})
