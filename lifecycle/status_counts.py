@@ -42,8 +42,7 @@ class StatusCounts:
 
 def status_counts(db: Database, now: datetime | None = None) -> StatusCounts:
     """Counts per status, the expired backlog and the outbox, in one read-only transaction."""
-    with db.transaction() as tx:
-        tx.stats.read_only()
+    with db.transaction(read_only=True) as tx:
         by_status = {status.value: 0 for status in JobStatus} | tx.stats.counts_by_status()
         expired = tx.stats.expired_backlog(now)
         outbox = tx.stats.outbox_size()

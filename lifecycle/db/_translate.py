@@ -74,6 +74,8 @@ def translate(exc: BaseException, **context: Any) -> BaseException:
         # No SQLSTATE and an OperationalError: the connection is gone (refused, closed under us,
         # lost mid-statement, or no pooled connection within the pool's timeout).
         return errors.DatabaseUnavailable(sqlstate=state)
+    if state == "25006":  # a write in a read-only transaction (db.transaction(read_only=True))
+        return errors.LifecycleError("write refused: the transaction is read only", sqlstate=state)
     if state in ("42P01", "42703", "42883"):  # undefined table, column, function: schema not at head
         return errors.LifecycleError("schema missing or behind: run `lifecycle migrate`", sqlstate=state)
     return errors.LifecycleError("database error", sqlstate=state)

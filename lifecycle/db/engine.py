@@ -160,16 +160,25 @@ class Database:
             raise
 
     @contextmanager
-    def transaction(self, *, run_id: str | None = None) -> Iterator[Transaction]:
-        """One connection, one transaction: commit on success, roll back on any exception."""
+    def transaction(self, *, run_id: str | None = None, read_only: bool = False) -> Iterator[Transaction]:
+        """One connection, one transaction: commit on success, roll back on any exception.
+
+        ``read_only``: ``BEGIN READ ONLY`` (no extra round trip), so the database itself refuses any
+        write a bug might attempt (dry runs, reports).
+        """
         from lifecycle.db.unit_of_work import Transaction
 
         with self.connection() as conn:
+            if read_only:
+                conn.read_only = True
             try:
                 with conn.transaction():
                     yield Transaction(conn, self.settings, run_id=run_id)
             except psycopg.Error as exc:  # BEGIN or COMMIT failed (a lost connection, a deferred check)
                 raise translate(exc) from exc
+            finally:
+                if read_only:
+                    _restore_read_write(conn)
 
     # -- one statement, one round trip ---------------------------------------------------------------
 
@@ -202,3 +211,12 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({redact_url(self._url)})"
+
+
+def _restore_read_write(conn: psycopg.Connection[Any]) -> None:
+    """Give a connection back to the pool as it came: a connection still read-only would make the
+    next caller's transactions read-only, so one that cannot be reset is closed (the pool drops it)."""
+    try:
+        conn.read_only = None
+    except psycopg.Error:
+        conn.close()

@@ -72,10 +72,6 @@ class RetentionRepo:
 
     # -- the transaction -----------------------------------------------------------------------------
 
-    def read_only(self) -> None:
-        """Make the rest of this transaction read only (first statement of the transaction)."""
-        self.executor.rowcount("retention.read_only")
-
     def set_timeouts(self, *, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
         """Statement and lock timeouts for the rest of this transaction (``0``: none); JIT off."""
         self.executor.one(

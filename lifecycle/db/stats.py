@@ -43,10 +43,6 @@ class StatsRepo:
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
 
-    def read_only(self) -> None:
-        """Make the current transaction read only (must come before any other statement in it)."""
-        self.executor.rowcount("stats.read_only")
-
     def counts_by_status(self) -> dict[str, int]:
         """Jobs per status that has any (a status with none is absent)."""
         return {status: int(n) for status, n in self.executor.all("stats.counts_by_status")}

@@ -111,14 +111,12 @@ def _delete_batch(
 
 
 def _count_eligible(db: Database, *, now: datetime | None, cap: int | None) -> int:
-    with db.transaction() as tx:
-        tx.retention.read_only()
+    with db.transaction(read_only=True) as tx:
         return tx.retention.count_eligible(now=now, cap=cap)
 
 
 def _has_backlog(db: Database, *, now: datetime | None) -> bool:
-    with db.transaction() as tx:
-        tx.retention.read_only()
+    with db.transaction(read_only=True) as tx:
         return tx.retention.has_backlog(now=now)
 
 
@@ -169,9 +167,7 @@ def plan_cleanup(
 ) -> CleanupPlan:
     """The dry run: the same selection as a real run, read-only, summarised."""
     plan = CleanupPlan()
-    with db.transaction() as tx:
-        # Read only: the database itself refuses any write a bug might attempt here.
-        tx.retention.read_only()
+    with db.transaction(read_only=True) as tx:
         tx.retention.set_timeouts(**(_timeouts(db, None) | {"statement_timeout_ms": 0}))
         for row in tx.retention.plan_by_status(now=now, cap=max_jobs):
             plan.jobs_by_status[row.status] = row.jobs

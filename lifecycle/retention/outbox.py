@@ -266,8 +266,7 @@ def _remove(storage: ObjectStore, keys: list[str]) -> tuple[set[str], set[str], 
 
 def outbox_state(db: Database, *, now: datetime | None, job_ids: Sequence[UUID] | None = None) -> OutboxState:
     """Keys queued, due, claimed by live and dead drains, failed (a read-only transaction)."""
-    with db.transaction() as tx:
-        tx.retention.read_only()
+    with db.transaction(read_only=True) as tx:
         return tx.outbox.state(now=now, job_ids=job_ids)
 
 

@@ -93,3 +93,20 @@ def test_recording_a_key_needs_a_transaction(db: Database, raw: psycopg.Connecti
     with pytest.raises(errors.LifecycleError, match=r"inside db\.transaction"):
         db.jobs.record_source_key(job.id, f"sources/{job.id}/source.mp4")
     assert raw.execute("SELECT source_key FROM jobs WHERE id = %s", (job.id,)).fetchone() == (None,)
+
+
+def test_a_read_only_transaction_refuses_writes_and_leaves_the_pool_read_write(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    job = db.jobs.create()
+    with db.transaction(read_only=True) as tx:
+        assert tx.jobs.get(job.id).id == job.id
+        with pytest.raises(errors.LifecycleError, match="read only") as caught:
+            tx.jobs.transition(job.id, JobStatus.CANCELED)
+    assert caught.value.context.get("sqlstate") == "25006"
+    assert raw.execute("SELECT status FROM jobs WHERE id = %s", (job.id,)).fetchone() == ("queued",)
+    # Every pooled connection writes again (the pool may hand out the same one).
+    for _ in range(3):
+        with db.transaction() as tx:
+            assert tx.connection.execute("SHOW transaction_read_only").fetchone() == ("off",)
+    assert db.jobs.transition(job.id, JobStatus.CANCELED).status is JobStatus.CANCELED

@@ -15,11 +15,6 @@ expires_at <= coalesce(CAST(%(now)s AS timestamptz), now())
 AND status <> 'processing'
 AND NOT retention_hold
 
--- name: read_only
--- The rest of this transaction is read only: the database itself refuses any write a bug might
--- attempt in a dry run or a count.
-SET TRANSACTION READ ONLY
-
 -- name: set_timeouts
 -- Per-batch timeouts, transaction-local (set_config(..., true) is SET LOCAL with parameters).
 SELECT set_config('statement_timeout', %(statement_timeout)s, true),

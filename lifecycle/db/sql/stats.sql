@@ -6,10 +6,6 @@
 -- "Eligible" is always {{retention.eligible}}: the probe and the backlog count cannot drift from
 -- what retention cleanup selects.
 
--- name: read_only
--- First statement of a snapshot: the database itself refuses any write a bug might attempt.
-SET TRANSACTION READ ONLY
-
 -- name: counts_by_status
 SELECT status, count(*) AS n FROM jobs GROUP BY status
 
