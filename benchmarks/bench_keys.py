@@ -15,7 +15,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from benchmarks.harness import Bench, Report, Row, compare_rounds, setup_sql, timed
+from benchmarks.harness import Bench, Report, Row, compare_rounds, timed
+from benchmarks.sql import setup_sql
 from lifecycle.states import JobStatus
 
 AREA = "keys"

@@ -27,7 +27,8 @@ from typing import Any
 
 import bcrypt
 
-from benchmarks.harness import Bench, Report, Row, compare_rounds, percentile, setup_sql
+from benchmarks.harness import Bench, Report, Row, compare_rounds, percentile
+from benchmarks.sql import setup_sql
 from lifecycle.db import Database
 from lifecycle.db import jobs as jobs_repo
 from lifecycle.db.api_keys import LAST_USED_RESOLUTION

@@ -29,7 +29,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from benchmarks.harness import setup_sql
+from benchmarks.sql import setup_sql
 from lifecycle.db.sql import query
 
 ROOT = Path(__file__).resolve().parents[1]

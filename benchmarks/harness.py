@@ -8,15 +8,13 @@ A module defines ``AREA`` (its section name), ``TITLE``, optionally ``add_argume
 - ``bench.database()``: a fresh migrated database per scenario (a copy of a template migrated once);
 - ``measure`` helpers: several rounds, medians, percentiles, ratios;
 - ``write_section``: the area's section of ``BENCHMARKS.md`` (between markers), with machine facts;
-- ``setup_sql(name)``: the benchmarks' own statements (loading data, the raw side's alternatives
-  to the project's shapes), named blocks in ``benchmarks/sql/<area>.sql`` in the catalogue's format.
-  What the project sends, the raw side takes from the project's catalogue
-  (``lifecycle.db.sql.query``), never from here.
+- ``setup_sql(name)`` (from ``benchmarks.sql``): the benchmarks' own statements (loading data, the
+  raw side's alternatives to the project's shapes). What the project sends, the raw side takes
+  from the project's catalogue (``lifecycle.db.sql.query``), never from there.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
 import re
@@ -29,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, LiteralString, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -38,7 +36,6 @@ from psycopg import sql
 
 from lifecycle.db import Database, migrate
 from lifecycle.db.engine import libpq_url
-from lifecycle.db.sql import parse
 from lifecycle.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,28 +47,6 @@ project's code and raw psycopg 3 doing the same SQL, on the same database, in th
 several rounds each (medians; p50/p99 where stated). The ratio is project / raw throughput (or raw /
 project latency): 1.0 means no overhead, the targets come from the issues.
 """
-
-
-# -- the benchmarks' own SQL -----------------------------------------------------------------------
-
-BENCH_SQL = Path(__file__).resolve().parent / "sql"
-
-
-@functools.cache
-def _setup_statements() -> dict[str, LiteralString]:
-    statements: dict[str, LiteralString] = {}
-    for path in sorted(BENCH_SQL.glob("*.sql")):
-        found, _ = parse(path.stem, path.read_text(encoding="utf-8"))
-        for key, body in found.items():
-            # Comment lines stay in the file (a "%" there would read as a placeholder to psycopg).
-            text = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
-            statements[key] = cast(LiteralString, text.strip())  # files of this package, not input
-    return statements
-
-
-def setup_sql(name: str) -> LiteralString:
-    """The benchmarks' statement ``name`` (``"<area>.<name>"``, from ``benchmarks/sql/<area>.sql``)."""
-    return _setup_statements()[name]
 
 
 # -- numbers ----------------------------------------------------------------------------------------
