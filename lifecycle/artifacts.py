@@ -181,8 +181,7 @@ def signed_result_urls(
     """
     job_uuid = normalize_job_id(job_id)
     ttl = storage.check_ttl(ttl_seconds)
-    with db.transaction() as tx:
-        job = tx.jobs.get(job_uuid)
+    job = db.jobs.get(job_uuid)
     if job.status is not JobStatus.SUCCEEDED:
         raise ResultsNotAvailable(job.id, job.status.value)
     remaining = (job.expires_at - (now or datetime.now(UTC))).total_seconds()

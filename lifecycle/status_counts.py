@@ -57,16 +57,16 @@ def status_counts(db: Database, now: datetime | None = None) -> StatusCounts:
 
 
 def oldest_expired_job(db: Database, now: datetime | None = None) -> str | None:
-    """The id of the job that expired first and may be deleted, or ``None`` (index-ordered probe)."""
-    with db.transaction() as tx:
-        job_id = tx.stats.oldest_eligible_job(now)
+    """The id of the job that expired first and may be deleted, or ``None`` (index-ordered probe, one
+    round trip)."""
+    job_id = db.stats.oldest_eligible_job(now)
     return None if job_id is None else str(job_id)
 
 
 def outbox_due(db: Database, now: datetime | None = None) -> bool:
-    """True when the outbox holds objects a drain could remove now (the sensor's second probe)."""
-    with db.transaction() as tx:
-        return tx.stats.outbox_due(now)
+    """True when the outbox holds objects a drain could remove now (the sensor's second probe, one
+    round trip)."""
+    return db.stats.outbox_due(now)
 
 
 def has_expired_backlog(db: Database, now: datetime | None = None) -> bool:

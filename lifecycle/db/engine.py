@@ -18,6 +18,7 @@ from lifecycle.redaction import redact_url, register_secret
 if TYPE_CHECKING:
     from lifecycle.db.events import JobEventsRepo
     from lifecycle.db.jobs import JobsRepo
+    from lifecycle.db.stats import StatsRepo
     from lifecycle.db.unit_of_work import Transaction
     from lifecycle.settings import Settings
 
@@ -42,9 +43,10 @@ def libpq_url(url: str) -> str:
 class Database:
     """The application database: a psycopg connection pool and the settings the repositories follow.
 
-    ``db.transaction()`` is the unit of work. ``db.jobs`` and ``db.events`` run the one-statement
-    operations (``transition``, ``claim_next``, ``get``, ...) each as its own transaction in a single
-    round trip, with the same errors and events as inside a transaction.
+    ``db.transaction()`` is the unit of work. ``db.jobs``, ``db.events`` and ``db.stats`` run the
+    one-statement operations (``transition``, ``claim_next``, ``get``, the sensor's probes, ...) each
+    as its own transaction in a single round trip, with the same errors and events as inside a
+    transaction.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Database:
         self._lock = threading.Lock()
         self._jobs: JobsRepo | None = None
         self._events: JobEventsRepo | None = None
+        self._stats: StatsRepo | None = None
 
     @classmethod
     def from_url(
@@ -201,6 +204,16 @@ class Database:
 
             self._events = JobEventsRepo(PooledExecutor(self))
         return self._events
+
+    @property
+    def stats(self) -> StatsRepo:
+        """``StatsRepo`` outside a transaction: each probe or count is one round trip (the sensor's)."""
+        if self._stats is None:
+            from lifecycle.db._executor import PooledExecutor
+            from lifecycle.db.stats import StatsRepo
+
+            self._stats = StatsRepo(PooledExecutor(self))
+        return self._stats
 
     def dispose(self) -> None:
         """Close every pooled connection (the next transaction opens a new pool)."""
