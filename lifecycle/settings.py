@@ -46,7 +46,12 @@ class Settings(BaseSettings):
 
     # Connections. Unset means "use the embedded development stack" (``lifecycle.devstack``).
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL of the application database")
-    database_pool_size: int = Field(5, ge=1, le=100)
+    database_pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Connections a process keeps at most (plus 10 under load), opened on demand",
+    )
     database_prepare_threshold: int | None = Field(
         5, description="psycopg prepare_threshold; empty/none for Supabase's transaction pooler"
     )
@@ -54,7 +59,9 @@ class Settings(BaseSettings):
         False, description="Test each pooled connection before use (one round trip per transaction)"
     )
     database_pool_recycle_seconds: int = Field(
-        300, ge=-1, description="Replace pooled connections older than this (pool_recycle; -1: never)"
+        300,
+        ge=-1,
+        description="Replace pooled connections older than this (the pool's max_lifetime; -1: never)",
     )
     supabase_url: str | None = Field(None, description="Base URL of the Supabase project")
     supabase_service_role_key: SecretStr | None = Field(None, description="Service-role JWT")

@@ -1,7 +1,7 @@
 """Dagster resources: thin wrappers around ``Database`` and ``StorageRepo``.
 
-Secrets come in through ``EnvVar`` (resolved when a run starts, never shown in the UI); the engine
-is created when a run or tick starts and disposed when it ends. No connection at load time.
+Secrets come in through ``EnvVar`` (resolved when a run starts, never shown in the UI); the pool
+is created when a run or tick starts and closed when it ends. No connection at load time.
 """
 
 from typing import Any
@@ -25,7 +25,12 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The application database (PostgreSQL / Supabase)."""
 
     url: str = Field(description="PostgreSQL URL of the application database (set it with EnvVar).")
-    pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept in the pool.")
+    pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Connections kept at most (plus 10 under load), opened on demand.",
+    )
     prepare_threshold: int | None = Field(
         default=5,
         description="psycopg prepare_threshold; None disables server-side prepared statements "
