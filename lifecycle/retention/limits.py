@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lifecycle import errors
 from lifecycle.settings import MAX_CLEANUP_BATCH_SIZE
@@ -203,24 +203,12 @@ class CleanupLimits:
         max_runtime_seconds: float | None = None,
     ) -> CleanupLimits:
         """A copy with a run's own limits; ``None`` keeps this value (a limit cannot be lifted)."""
-        self.check_overrides(
-            batch_size=batch_size,
-            max_jobs_per_second=max_jobs_per_second,
-            max_objects_per_second=max_objects_per_second,
-            max_jobs=max_jobs,
-            max_runtime_seconds=max_runtime_seconds,
-        )
-        return dataclasses.replace(
-            self,
-            batch_size=self.batch_size if batch_size is None else batch_size,
-            max_jobs_per_second=self.max_jobs_per_second
-            if max_jobs_per_second is None
-            else max_jobs_per_second,
-            max_objects_per_second=(
-                self.max_objects_per_second if max_objects_per_second is None else max_objects_per_second
-            ),
-            max_jobs=self.max_jobs if max_jobs is None else max_jobs,
-            max_runtime_seconds=self.max_runtime_seconds
-            if max_runtime_seconds is None
-            else max_runtime_seconds,
-        )
+        given: dict[str, Any] = {
+            "batch_size": batch_size,
+            "max_jobs_per_second": max_jobs_per_second,
+            "max_objects_per_second": max_objects_per_second,
+            "max_jobs": max_jobs,
+            "max_runtime_seconds": max_runtime_seconds,
+        }
+        self.check_overrides(**given)
+        return dataclasses.replace(self, **{name: v for name, v in given.items() if v is not None})
