@@ -115,7 +115,7 @@ def decode_cursor(cursor: object) -> tuple[datetime, str]:
     return ts, row_id
 
 
-class operation:  # lower case: used like the function it replaced, ``with operation(...)``
+class Operation:
     """Time one repository operation and bind the job id to log lines written inside it.
 
     What ``metrics.timed`` plus ``logs.bound`` do, as one plain object: these wrap every

@@ -30,7 +30,7 @@ import bcrypt
 from psycopg.rows import RowMaker
 
 from lifecycle import errors
-from lifecycle.db._common import as_uuid, check_datetime, check_text, operation
+from lifecycle.db._common import Operation, as_uuid, check_datetime, check_text
 from lifecycle.records import ApiKey
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class ApiKeysRepo:
         self, name: str, scopes: Iterable[str] = (), expires_at: datetime | None = None
     ) -> tuple[ApiKey, str]:
         """A new key: its record and its plaintext (shown once, never stored)."""
-        with operation("api_keys", "create"):
+        with Operation("api_keys", "create"):
             check_text(name, "name", max_length=200)
             if isinstance(scopes, str):
                 raise errors.InvalidInput("scopes must be a collection of strings", field="scopes")
@@ -175,7 +175,7 @@ class ApiKeysRepo:
         Malformed, unknown, wrong, revoked and expired keys all fail the same way, and a well-formed
         key costs one bcrypt check whether or not its id exists.
         """
-        with operation("api_keys", "verify"):
+        with Operation("api_keys", "verify"):
             match = KEY_SHAPE.fullmatch(plaintext) if isinstance(plaintext, str) else None
             if match is None:
                 raise errors.InvalidApiKey()
@@ -211,7 +211,7 @@ class ApiKeysRepo:
     def revoke(self, api_key_id: UUID | str) -> ApiKey:
         """Revoke a key (idempotent: a second revoke keeps the first time); ``ApiKeyNotFound``."""
         key_uuid = as_uuid(api_key_id, "api_key_id")
-        with operation("api_keys", "revoke"):
+        with Operation("api_keys", "revoke"):
             # Cleared before the write too: even a revoke that is rolled back only costs a re-check.
             verify_cache().discard(key_uuid)
             key = self.executor.one("api_keys.revoke", {"id": key_uuid}, row=api_key_row)
@@ -222,7 +222,7 @@ class ApiKeysRepo:
     def get(self, api_key_id: UUID | str) -> ApiKey:
         """One key by its id (never its hash); ``ApiKeyNotFound``."""
         key_uuid = as_uuid(api_key_id, "api_key_id")
-        with operation("api_keys", "get"):
+        with Operation("api_keys", "get"):
             key = self.executor.one("api_keys.get", {"id": key_uuid}, row=api_key_row)
             if key is None:
                 raise errors.ApiKeyNotFound(key_uuid)
@@ -230,6 +230,6 @@ class ApiKeysRepo:
 
     def list(self, *, include_inactive: bool = True) -> builtins.list[ApiKey]:
         """Every key, oldest first (never a hash); ``include_inactive=False`` drops revoked/expired."""
-        with operation("api_keys", "list"):
+        with Operation("api_keys", "list"):
             statement = "api_keys.list" if include_inactive else "api_keys.list_active"
             return self.executor.all(statement, row=api_key_row)

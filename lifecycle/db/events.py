@@ -16,13 +16,13 @@ from psycopg.rows import RowMaker
 
 from lifecycle import errors
 from lifecycle.db._common import (
+    Operation,
     as_uuid,
     check_limit,
     check_text,
     decode_cursor,
     dump_json,
     encode_cursor,
-    operation,
 )
 from lifecycle.records import JobEvent, Page
 from lifecycle.states import JobStatus
@@ -70,7 +70,7 @@ class JobEventsRepo:
     def add(self, job_id: UUID | str, type: str, data: Mapping[str, Any] | None = None) -> JobEvent:
         """Append an event of ``type`` to a job; ``JobNotFound`` if the job does not exist."""
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("events", "add", job_uuid):
+        with Operation("events", "add", job_uuid):
             check_text(type, "type", max_length=200)
             payload = dump_json(data, "data", max_bytes=MAX_DATA_BYTES)
             event = self.executor.one(
@@ -86,7 +86,7 @@ class JobEventsRepo:
     def page(self, job_id: UUID | str, limit: int = 100, after: str | None = None) -> Page[JobEvent]:
         """One page of a job's events, oldest first; pass ``next_cursor`` as ``after`` for the next."""
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("events", "page", job_uuid):
+        with Operation("events", "page", job_uuid):
             return self._page(job_uuid, limit, after)
 
     def list(
@@ -97,7 +97,7 @@ class JobEventsRepo:
         An unknown job has none. ``page`` gives the same events one page at a time.
         """
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("events", "list", job_uuid):
+        with Operation("events", "list", job_uuid):
             if limit is not None:
                 return builtins.list(self._page(job_uuid, limit, after).items)
             events: builtins.list[JobEvent] = []

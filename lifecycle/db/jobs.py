@@ -18,6 +18,7 @@ from psycopg.rows import RowMaker
 
 from lifecycle import errors
 from lifecycle.db._common import (
+    Operation,
     as_uuid,
     check_datetime,
     check_limit,
@@ -25,7 +26,6 @@ from lifecycle.db._common import (
     decode_cursor,
     dump_json,
     encode_cursor,
-    operation,
 )
 from lifecycle.records import Job, Page
 from lifecycle.settings import MAX_LEASE_SECONDS
@@ -101,7 +101,7 @@ class JobsRepo:
         ``expires_at`` defaults to now plus the queued retention. ``params`` must serialise to at
         most ``settings.max_params_bytes`` of JSON.
         """
-        with operation("jobs", "create"):
+        with Operation("jobs", "create"):
             params_json = dump_json(params, "params", max_bytes=self.settings.max_params_bytes)
             if expires_at is not None:
                 check_datetime(expires_at, "expires_at")
@@ -125,7 +125,7 @@ class JobsRepo:
     def get(self, job_id: UUID | str) -> Job:
         """The job ``job_id``; ``JobNotFound`` if there is none."""
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "get", job_uuid):
+        with Operation("jobs", "get", job_uuid):
             job = self.executor.one("jobs.get", {"id": job_uuid}, row=job_row, job_id=job_uuid)
             if job is None:
                 raise errors.JobNotFound(job_uuid)
@@ -148,7 +148,7 @@ class JobsRepo:
         ``VersionConflict`` carries the actual version; ``JobNotFound`` if the job is gone.
         """
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "update", job_uuid):
+        with Operation("jobs", "update", job_uuid):
             if status is not _UNSET:
                 raise errors.InvalidInput("status changes go through transition()", field="status")
             if not isinstance(expected_version, int) or isinstance(expected_version, bool):
@@ -194,7 +194,7 @@ class JobsRepo:
 
         Pass the returned ``next_cursor`` as ``after`` for the next page (``None``: last page).
         """
-        with operation("jobs", "list_by_status"):
+        with Operation("jobs", "list_by_status"):
             wanted = parse_status(status) if isinstance(status, str) else status
             check_limit(limit, maximum=MAX_PAGE)
             values: dict[str, Any] = {"status": wanted.value, "limit": limit + 1}
@@ -231,7 +231,7 @@ class JobsRepo:
         ``error`` (optional) is stored on the job, e.g. when it fails.
         """
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "transition", job_uuid):
+        with Operation("jobs", "transition", job_uuid):
             target = parse_status(to_status) if isinstance(to_status, str) else to_status
             sources = allowed_sources(target)
             if expected_from is not None:
@@ -272,7 +272,7 @@ class JobsRepo:
         transaction holds are left for the next call), updated, and given one event each. Returns
         the moved ids; callers loop until fewer than ``limit`` come back.
         """
-        with operation("jobs", "transition_many"):
+        with Operation("jobs", "transition_many"):
             source = parse_status(from_status) if isinstance(from_status, str) else from_status
             target = parse_status(to_status) if isinstance(to_status, str) else to_status
             if not can_transition(source, target):
@@ -295,7 +295,7 @@ class JobsRepo:
     def exhausted_leases(self, max_attempts: int, limit: int) -> list[UUID]:
         """Processing jobs whose lease ran out after ``max_attempts`` claims, locked (``SKIP LOCKED``)
         for the caller to fail them in this transaction; oldest lease first, at most ``limit``."""
-        with operation("jobs", "exhausted_leases"):
+        with Operation("jobs", "exhausted_leases"):
             check_limit(limit, maximum=MAX_BATCH)
             rows = self.executor.all("jobs.exhausted_leases", {"max_attempts": max_attempts, "limit": limit})
             return [row[0] for row in rows]
@@ -305,14 +305,14 @@ class JobsRepo:
 
         ``SKIP LOCKED``: concurrent workers never wait for each other nor get the same job.
         """
-        with operation("jobs", "claim_next"):
+        with Operation("jobs", "claim_next"):
             values = self._status_values(JobStatus.PROCESSING, None, None, lease_seconds=lease_seconds)
             return self.executor.one("jobs.claim_next", values, row=job_row)
 
     def renew_lease(self, job_id: UUID | str, lease_seconds: int | None = None) -> Job:
         """Extend a processing job's lease to now plus ``lease_seconds`` (default: the setting)."""
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "renew_lease", job_uuid):
+        with Operation("jobs", "renew_lease", job_uuid):
             lease = self._lease(lease_seconds)
             job = self.executor.one(
                 "jobs.renew_lease", {"id": job_uuid, "lease": lease}, row=job_row, job_id=job_uuid
@@ -342,7 +342,7 @@ class JobsRepo:
         ``storage_deletions`` outbox so its object is not orphaned.
         """
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "record_source_key", job_uuid):
+        with Operation("jobs", "record_source_key", job_uuid):
             keys.parse_own_key(key, keys.ObjectKind.SOURCE, job_uuid)
             return self._record_key(
                 "jobs.record_source_key", job_uuid, key, JobStatus.QUEUED, EVENT_SOURCE_ATTACHED
@@ -356,7 +356,7 @@ class JobsRepo:
         handled as in ``record_source_key``.
         """
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "add_result_key", job_uuid):
+        with Operation("jobs", "add_result_key", job_uuid):
             keys.parse_own_key(key, keys.ObjectKind.RESULT, job_uuid)
             return self._record_key(
                 "jobs.add_result_key", job_uuid, key, JobStatus.PROCESSING, EVENT_RESULT_ATTACHED
@@ -367,7 +367,7 @@ class JobsRepo:
         queued for deletion (an attempt counted, see ``_SETTLE_UPLOAD``) and the answer says why:
         ``"replaced"`` (the job records another key) or ``"gone"`` (the job was deleted)."""
         job_uuid = as_uuid(job_id, "job_id")
-        with operation("jobs", "settle_uploaded_key", job_uuid):
+        with Operation("jobs", "settle_uploaded_key", job_uuid):
             if keys.parse_key(key).job_id != job_uuid:
                 raise errors.InvalidInput("not this job's own key", field="key")
             outcome = self.executor.scalar(
