@@ -5,8 +5,9 @@
 Loads ``--rows`` jobs (``--expired`` of them already expired, at the low end of
 ``idx_jobs_expires_at``) with ``generate_series`` into a migrated database (indexes built after the
 load), then times, each as the median of many calls:
-- the project's probe, ``status_counts.oldest_expired_job(db)`` (``db.transaction()`` + ``tx.stats``, one
-  transaction), against the same SQL on a plain psycopg connection;
+- the project's probe, ``status_counts.oldest_expired_job(db)`` (``db.stats``: the catalogue's
+  ``stats.oldest_eligible_job``, one round trip), against the same statement on a plain psycopg
+  connection in autocommit, and in ``BEGIN``/``COMMIT`` (what a probe inside ``db.transaction()`` pays);
 - two worse shapes for contrast: the probe without ``ORDER BY`` and ``count(*)`` of the backlog;
 - after deleting every expired row in batches of 10,000 (as cleanup does), before and after
   ``VACUUM (ANALYZE) jobs``, which ``retention.cleanup`` runs after deleting >= 10,000 jobs.
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
             probe, count = query("stats.oldest_eligible_job"), query("stats.expired_backlog")
             assert ours() is not None
-            measure("backlog: probe, ours (Database, one transaction)", ours)
+            measure("backlog: probe, ours (db.stats, one round trip)", ours)
             measure("backlog: probe, raw psycopg", raw(probe))
             measure("backlog: probe, raw psycopg in BEGIN/COMMIT", raw_in_transaction(probe))
             measure("backlog: count(*) of the expired (stats.expired_backlog)", raw(count), rounds=5)
