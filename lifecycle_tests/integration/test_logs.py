@@ -14,8 +14,8 @@ import pytest
 import structlog
 
 from lifecycle import logs
-from lifecycle.db._executor import SQL_LOGGER
 from lifecycle.db import Database
+from lifecycle.db._executor import SQL_LOGGER
 from lifecycle.redaction import register_secret
 from lifecycle.settings import LogFormat, Settings
 from lifecycle.states import JobStatus
