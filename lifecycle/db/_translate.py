@@ -29,24 +29,14 @@ _UNAVAILABLE_CLASSES = ("08", "28", "53", "57P", "3D")
 _TIMEOUTS = ("57014", "55P03")
 
 
-def _sqlstate(orig: BaseException | None) -> str | None:
-    return getattr(orig, "sqlstate", None) if orig is not None else None
-
-
-def _constraint(orig: BaseException | None) -> str | None:
-    diag = getattr(orig, "diag", None)
-    return getattr(diag, "constraint_name", None) if diag is not None else None
-
-
 def translate(exc: BaseException, **context: Any) -> BaseException:
     """The ``LifecycleError`` for a driver error, or ``exc`` itself when it is not one."""
     if isinstance(exc, errors.LifecycleError):
         return exc
     if not isinstance(exc, psycopg.Error):
         return exc
-    orig = exc
-    state = _sqlstate(orig)
-    constraint = _constraint(orig)
+    state = exc.sqlstate
+    constraint = exc.diag.constraint_name
     job_id = context.get("job_id")
 
     if constraint == "ck_jobs_status_transition":
@@ -68,7 +58,7 @@ def translate(exc: BaseException, **context: Any) -> BaseException:
         return errors.InvalidInput("constraint violated", sqlstate=state, constraint=constraint)
     if state == "40001" or state == "40P01":
         return errors.VersionConflict(job_id or "?", message="serialization failure; retry")
-    if (state is None and isinstance(orig, psycopg.OperationalError)) or (
+    if (state is None and isinstance(exc, psycopg.OperationalError)) or (
         state is not None and state.startswith(_UNAVAILABLE_CLASSES)
     ):
         # No SQLSTATE and an OperationalError: the connection is gone (refused, closed under us,
